@@ -1,0 +1,44 @@
+"""What the model says about one image: a calibrated probability, a label and a priority."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Label(StrEnum):
+    NORMAL = "normal"
+    PNEUMONIA = "pneumonia"
+
+
+class Priority(StrEnum):
+    """Reading priority on the worklist. ``rank`` orders it: 0 is read first.
+
+    ``urgent``: probability at or above the high-specificity cut-off (very likely pneumonia);
+    ``suspect``: at or above the operating threshold (sensitivity >= 0.95 on validation);
+    ``routine``: below it. No case is ever removed from the reading queue.
+    """
+
+    URGENT = "urgent"
+    SUSPECT = "suspect"
+    ROUTINE = "routine"
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+
+_RANKS = {Priority.URGENT: 0, Priority.SUSPECT: 1, Priority.ROUTINE: 2}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probability: float  # calibrated P(pneumonia)
+    label: Label
+    priority: Priority
+    threshold: float  # the operating threshold the label was decided with
+    model_version: str
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {self.probability}")
