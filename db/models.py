@@ -1,0 +1,165 @@
+"""The ``worklist`` table: one row per input file, the system of record for every outcome.
+
+Portable between SQLite (the embedded default) and PostgreSQL (production): statuses are
+``VARCHAR`` with a CHECK constraint rather than a native enum, times are stored in UTC and
+read back timezone-aware on both.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Enum,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+UID = String(64)  # PS3.5 VR UI
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Status(StrEnum):
+    """Where a row is in its life. ``done``, ``rejected`` and ``failed`` are final."""
+
+    QUEUED = "queued"  # the file is stable, a task has been sent
+    PROCESSING = "processing"  # a worker has claimed it
+    DONE = "done"  # scored; the original is in the archive
+    REJECTED = "rejected"  # unreadable or not eligible (bad input: never retried)
+    FAILED = "failed"  # an unexpected error while scoring; the original is in quarantine
+
+
+FINAL_STATUSES = frozenset({Status.DONE, Status.REJECTED, Status.FAILED})
+WAITING_STATUSES = frozenset({Status.QUEUED, Status.PROCESSING})
+
+
+class ReviewDecision(StrEnum):
+    """What a reader recorded. The row stays on the worklist whatever the decision."""
+
+    ACKNOWLEDGED = "acknowledged"  # seen, no opinion on the triage
+    AGREE = "agree"  # the reader agrees with the triage label
+    DISAGREE = "disagree"  # the reader disagrees with the triage label
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python; UTC in the database (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _enum(enum_cls: type[StrEnum], name: str) -> Enum:
+    return Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class WorklistEntry(Base):
+    """One input file and what became of it. Patient and study columns are PHI."""
+
+    __tablename__ = "worklist"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    # -- identity: content hash always, SOP Instance UID when the file is DICOM
+    file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID, unique=True)  # NULLs never clash
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)
+    accession_number: Mapped[str | None] = mapped_column(String(16), index=True)  # VR SH
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)  # VR LO
+    source_kind: Mapped[str | None] = mapped_column(String(8))  # dicom | jpeg | png
+    # -- where the file is
+    source_name: Mapped[str] = mapped_column(Text)  # path relative to the inbox
+    source_path: Mapped[str] = mapped_column(Text)  # absolute path while in the inbox
+    archived_path: Mapped[str | None] = mapped_column(Text)  # archive or quarantine
+    # -- life cycle
+    status: Mapped[Status] = mapped_column(_enum(Status, "status"), default=Status.QUEUED)
+    reason: Mapped[str | None] = mapped_column(String(64))  # ingest.errors.Reason value
+    reason_detail: Mapped[str | None] = mapped_column(Text)  # a sentence without PHI
+    claim_token: Mapped[str | None] = mapped_column(String(64))  # the Celery task holding it
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # -- the triage result
+    probability: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[str | None] = mapped_column(String(16))  # urgent | suspect | routine
+    priority_rank: Mapped[int | None] = mapped_column(SmallInteger)  # 0 is read first
+    flags: Mapped[str] = mapped_column(String(255), default="")  # comma-separated
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    threshold: Mapped[float | None] = mapped_column(Float)
+    # -- times (UTC)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # -- the human read
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    review_decision: Mapped[ReviewDecision | None] = mapped_column(
+        _enum(ReviewDecision, "review_decision")
+    )
+
+    __table_args__ = (
+        # Counts by status, the oldest waiting case, filters by status and date.
+        Index("ix_worklist_status_received_at", "status", "received_at"),
+        Index("ix_worklist_received_at", "received_at"),
+    )
+
+    @property
+    def flag_list(self) -> tuple[str, ...]:
+        return tuple(f for f in self.flags.split(",") if f)
+
+
+# "Next cases to read": unreviewed rows in reading order (rank, then probability high to low,
+# then arrival), served by one partial index on both SQLite and PostgreSQL.
+Index(
+    "ix_worklist_reading_order",
+    WorklistEntry.priority_rank,
+    WorklistEntry.probability.desc(),
+    WorklistEntry.received_at,
+    postgresql_where=WorklistEntry.reviewed_at.is_(None),
+    sqlite_where=WorklistEntry.reviewed_at.is_(None),
+)

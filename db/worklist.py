@@ -1,0 +1,278 @@
+"""Queries on the worklist. Every function takes the caller's session first and never commits.
+
+Idempotency lives here: a file is admitted once per content hash (and once per SOP Instance
+UID), and a task claims rows with its own id as the claim token, so a redelivered or retried
+task picks up exactly what it held before and a duplicate delivery is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import WAITING_STATUSES, ReviewDecision, Status, WorklistEntry, utcnow
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A stable file in the inbox, with what its header said (None where unknown)."""
+
+    file_sha256: str
+    source_name: str
+    source_path: str
+    source_kind: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    accession_number: str | None = None
+    patient_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the model said, as plain values (``db`` does not import ``model``)."""
+
+    probability: float
+    label: str
+    priority: str
+    priority_rank: int
+    threshold: float
+    model_version: str
+    flags: tuple[str, ...] = ()
+
+
+def admit(session: Session, arrival: Arrival) -> tuple[WorklistEntry, bool]:
+    """Insert a ``queued`` row for ``arrival`` unless its content or SOP Instance UID is known.
+
+    Returns the row and whether it was created. Safe under concurrent watchers: the insert is
+    ``ON CONFLICT DO NOTHING`` on both SQLite and PostgreSQL.
+    """
+    values = {
+        "file_sha256": arrival.file_sha256,
+        "source_name": arrival.source_name,
+        "source_path": arrival.source_path,
+        "source_kind": arrival.source_kind,
+        "sop_instance_uid": arrival.sop_instance_uid,
+        "study_instance_uid": arrival.study_instance_uid,
+        "series_instance_uid": arrival.series_instance_uid,
+        "accession_number": arrival.accession_number,
+        "patient_id": arrival.patient_id,
+        "status": Status.QUEUED,
+        "flags": "",
+        "attempts": 0,
+        "received_at": utcnow(),
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(WorklistEntry).values(**values).on_conflict_do_nothing()
+    result = session.execute(statement.returning(WorklistEntry.id))
+    new_id = result.scalar_one_or_none()
+    if new_id is not None:
+        entry = session.get(WorklistEntry, new_id)
+        assert entry is not None
+        return entry, True
+    existing = session.scalars(
+        select(WorklistEntry).where(
+            or_(
+                WorklistEntry.file_sha256 == arrival.file_sha256,
+                and_(
+                    WorklistEntry.sop_instance_uid.is_not(None),
+                    WorklistEntry.sop_instance_uid == arrival.sop_instance_uid,
+                ),
+            )
+        )
+    ).first()
+    if existing is None:  # the conflicting row was deleted in between: try once more
+        return admit(session, arrival)
+    return existing, False
+
+
+def get_entry(session: Session, entry_id: int) -> WorklistEntry | None:
+    return session.get(WorklistEntry, entry_id)
+
+
+def claim(
+    session: Session,
+    entry_id: int,
+    token: str,
+    *,
+    batch_size: int,
+    stale_before: datetime,
+) -> list[WorklistEntry]:
+    """Claim ``entry_id`` for the task ``token``, plus up to ``batch_size - 1`` other queued rows.
+
+    The row is claimable when it is queued, already held by ``token`` (a redelivery or retry
+    of the same task), or held by a task that started before ``stale_before`` (a worker that
+    died without the broker noticing). Batch-mates are only taken when the own row is, so a
+    duplicate delivery does nothing; their own tasks later find them finished and return.
+    Returns every row ``token`` now holds, own row first.
+    """
+    now = utcnow()
+    own = session.execute(
+        update(WorklistEntry)
+        .where(
+            WorklistEntry.id == entry_id,
+            or_(
+                WorklistEntry.status == Status.QUEUED,
+                and_(
+                    WorklistEntry.status == Status.PROCESSING,
+                    or_(
+                        WorklistEntry.claim_token == token,
+                        WorklistEntry.started_at < stale_before,
+                    ),
+                ),
+            ),
+        )
+        .values(
+            status=Status.PROCESSING,
+            claim_token=token,
+            started_at=now,
+            attempts=WorklistEntry.attempts + 1,
+        )
+        .returning(WorklistEntry.id)
+    ).scalar_one_or_none()
+    if own is None:
+        return []
+    if batch_size > 1:
+        mates = (
+            select(WorklistEntry.id)
+            .where(WorklistEntry.status == Status.QUEUED, WorklistEntry.id != entry_id)
+            .order_by(WorklistEntry.received_at, WorklistEntry.id)
+            .limit(batch_size - 1)
+            .with_for_update(skip_locked=True)
+        )
+        mate_ids = list(session.scalars(mates))
+        if mate_ids:
+            session.execute(
+                update(WorklistEntry)
+                .where(WorklistEntry.id.in_(mate_ids), WorklistEntry.status == Status.QUEUED)
+                .values(
+                    status=Status.PROCESSING,
+                    claim_token=token,
+                    started_at=now,
+                    attempts=WorklistEntry.attempts + 1,
+                )
+            )
+    held = session.scalars(
+        select(WorklistEntry)
+        .where(WorklistEntry.claim_token == token, WorklistEntry.status == Status.PROCESSING)
+        .order_by((WorklistEntry.id != entry_id), WorklistEntry.received_at)
+        .execution_options(populate_existing=True)
+    )
+    return list(held)
+
+
+def record_scored(
+    session: Session, entry: WorklistEntry, scored: Scored, archived_path: str
+) -> None:
+    entry.status = Status.DONE
+    entry.probability = scored.probability
+    entry.label = scored.label
+    entry.priority = scored.priority
+    entry.priority_rank = scored.priority_rank
+    entry.threshold = scored.threshold
+    entry.model_version = scored.model_version
+    entry.flags = ",".join(sorted(set(scored.flags)))
+    entry.reason = None
+    entry.reason_detail = None
+    entry.archived_path = archived_path
+    entry.finished_at = utcnow()
+    session.flush()
+
+
+def record_unscored(
+    session: Session,
+    entry: WorklistEntry,
+    status: Status,
+    reason: str,
+    detail: str,
+    archived_path: str,
+) -> None:
+    """Store a rejection (bad input) or a failure (our error); both end in quarantine."""
+    if status not in (Status.REJECTED, Status.FAILED):
+        raise ValueError(f"unscored status must be rejected or failed, got {status}")
+    entry.status = status
+    entry.reason = reason
+    entry.reason_detail = detail
+    entry.archived_path = archived_path
+    entry.finished_at = utcnow()
+    session.flush()
+
+
+def reading_order(
+    session: Session,
+    *,
+    statuses: Collection[Status] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    patient_id: str | None = None,
+    accession_number: str | None = None,
+    include_reviewed: bool = False,
+    limit: int | None = 50,
+) -> Sequence[WorklistEntry]:
+    """Rows in the order a radiologist should read them: priority rank (urgent first), then
+    probability (highest first), then arrival (oldest first). Unscored rows come last; none is
+    ever left out for being unscored."""
+    query = select(WorklistEntry)
+    if statuses:
+        query = query.where(WorklistEntry.status.in_(list(statuses)))
+    if since is not None:
+        query = query.where(WorklistEntry.received_at >= since)
+    if until is not None:
+        query = query.where(WorklistEntry.received_at < until)
+    if patient_id is not None:
+        query = query.where(WorklistEntry.patient_id == patient_id)
+    if accession_number is not None:
+        query = query.where(WorklistEntry.accession_number == accession_number)
+    if not include_reviewed:
+        query = query.where(WorklistEntry.reviewed_at.is_(None))
+    query = query.order_by(
+        # NULLS LAST is PostgreSQL's default for ASC and matches the index; a NULL rank means
+        # unscored, and then probability is NULL too, so probability needs no NULLS clause.
+        WorklistEntry.priority_rank.asc().nulls_last(),
+        WorklistEntry.probability.desc(),
+        WorklistEntry.received_at.asc(),
+        WorklistEntry.id.asc(),
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return session.scalars(query).all()
+
+
+def counts_by_status(session: Session) -> dict[Status, int]:
+    rows = session.execute(
+        select(WorklistEntry.status, func.count()).group_by(WorklistEntry.status)
+    ).all()
+    counts = dict.fromkeys(Status, 0)
+    for status, count in rows:
+        counts[Status(status)] = count
+    return counts
+
+
+def oldest_waiting(session: Session) -> WorklistEntry | None:
+    """The queued or processing row that arrived first: how far behind the workers are."""
+    return session.scalars(
+        select(WorklistEntry)
+        .where(WorklistEntry.status.in_(list(WAITING_STATUSES)))
+        .order_by(WorklistEntry.received_at, WorklistEntry.id)
+        .limit(1)
+    ).first()
+
+
+def review(
+    session: Session, entry_id: int, decision: ReviewDecision, reviewed_by: str
+) -> WorklistEntry:
+    """Record a reader's decision. Raises ``LookupError`` for an unknown id."""
+    entry = session.get(WorklistEntry, entry_id)
+    if entry is None:
+        raise LookupError(f"worklist row {entry_id} does not exist")
+    entry.review_decision = decision
+    entry.reviewed_by = reviewed_by
+    entry.reviewed_at = utcnow()
+    session.flush()
+    return entry
