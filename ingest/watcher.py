@@ -1,0 +1,293 @@
+"""Watch an inbox folder and report each file once its copy has finished.
+
+Events (inotify locally, polling for SMB/NFS shares, through watchdog) only make discovery
+fast; a full rescan at start-up and every ``rescan_interval_s`` is the source of truth, so
+files that arrived while the watcher was down, or whose events a share swallowed, are found.
+
+A file is handed to ``on_stable_file(path, origin)`` when its size and mtime have not changed
+for ``quiet_period_s``. Temporary names that senders rename later (``*.part``, ``*.tmp``,
+dot-files) are ignored. A file still in the inbox ``rehand_after_s`` after it was handed is
+handed again: the callback is idempotent and decides whether anything is left to do (a lost
+task, a crash between the database commit and the move).
+
+This module knows nothing of databases or Celery: the worker layer supplies the callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+log = logging.getLogger(__name__)
+
+TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", "~")
+EMPTY_FOLDER_GRACE_S = 300.0
+
+
+class Origin(StrEnum):
+    """How a file was found; the worker routes live arrivals ahead of a backlog."""
+
+    LIVE = "live"  # an event, or a periodic rescan while running
+    BACKFILL = "backfill"  # the start-up rescan: files that arrived while the watcher was down
+
+
+OnStableFile = Callable[[Path, Origin], None]
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    inbox: Path
+    mode: Literal["inotify", "polling"] = "inotify"
+    poll_interval_s: float = 2.0
+    rescan_interval_s: float = 60.0
+    quiet_period_s: float = 2.0
+    rehand_after_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.quiet_period_s < 0 or self.poll_interval_s <= 0 or self.rescan_interval_s <= 0:
+            raise ValueError("watch intervals must be positive")
+
+
+def is_ignored(path: Path, inbox: Path) -> bool:
+    """Temporary or hidden: a dot anywhere in the path below the inbox, or a temp suffix."""
+    try:
+        parts = path.relative_to(inbox).parts
+    except ValueError:
+        return True  # not below the inbox at all
+    if not parts or any(part.startswith(".") for part in parts):
+        return True
+    return parts[-1].lower().endswith(TEMPORARY_SUFFIXES)
+
+
+@dataclass
+class _Candidate:
+    size: int
+    mtime_ns: int
+    unchanged_since: float
+    origin: Origin
+
+
+@dataclass
+class _Handed:
+    size: int
+    mtime_ns: int
+    handed_at: float
+
+
+class StabilityTracker:
+    """Which files are still being written and which are ready; pure bookkeeping over ``lstat``.
+
+    Not thread-safe: one thread (the watcher loop) calls it.
+    """
+
+    def __init__(
+        self, quiet_period_s: float, rehand_after_s: float, clock: Callable[[], float]
+    ) -> None:
+        self.quiet_period_s = quiet_period_s
+        self.rehand_after_s = rehand_after_s
+        self.clock = clock
+        self.candidates: dict[Path, _Candidate] = {}
+        self.handed: dict[Path, _Handed] = {}
+
+    def observe(self, path: Path, origin: Origin) -> None:
+        """Note that ``path`` exists or changed; it becomes a candidate unless already handed
+        and unchanged (and not yet due to be handed again)."""
+        stat = _lstat(path)
+        if stat is None:
+            self.candidates.pop(path, None)
+            self.handed.pop(path, None)
+            return
+        now = self.clock()
+        size, mtime_ns = stat
+        handed = self.handed.get(path)
+        if handed is not None:
+            unchanged = (handed.size, handed.mtime_ns) == (size, mtime_ns)
+            if unchanged and now - handed.handed_at < self.rehand_after_s:
+                return
+            del self.handed[path]
+        candidate = self.candidates.get(path)
+        if candidate is None:
+            self.candidates[path] = _Candidate(size, mtime_ns, now, origin)
+        elif (candidate.size, candidate.mtime_ns) != (size, mtime_ns):
+            candidate.size, candidate.mtime_ns, candidate.unchanged_since = size, mtime_ns, now
+
+    def ready(self) -> list[tuple[Path, Origin]]:
+        """Candidates unchanged for the quiet period, oldest first; they move to ``handed``."""
+        now = self.clock()
+        stable: list[tuple[Path, Origin]] = []
+        for path, candidate in list(self.candidates.items()):
+            stat = _lstat(path)
+            if stat is None:
+                del self.candidates[path]
+                continue
+            if stat != (candidate.size, candidate.mtime_ns):
+                candidate.size, candidate.mtime_ns = stat
+                candidate.unchanged_since = now
+                continue
+            if now - candidate.unchanged_since >= self.quiet_period_s:
+                del self.candidates[path]
+                self.handed[path] = _Handed(candidate.size, candidate.mtime_ns, now)
+                stable.append((path, candidate.origin))
+        return stable
+
+    def retry_later(self, path: Path, delay_s: float) -> None:
+        """The callback failed: hand ``path`` again after ``delay_s`` instead of the full wait."""
+        handed = self.handed.get(path)
+        if handed is not None:
+            handed.handed_at = self.clock() - self.rehand_after_s + delay_s
+
+    def forget_missing(self, present: set[Path]) -> None:
+        for path in [p for p in self.handed if p not in present]:
+            del self.handed[path]
+
+    @property
+    def pending(self) -> int:
+        return len(self.candidates)
+
+
+class InboxWatcher:
+    """Run the observer, the stability checks and the periodic rescan until ``stop`` is set."""
+
+    CALLBACK_RETRY_S = 10.0
+
+    def __init__(
+        self,
+        config: WatchConfig,
+        on_stable_file: OnStableFile,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.inbox = config.inbox.resolve()
+        self.on_stable_file = on_stable_file
+        self.clock = clock
+        self.tracker = StabilityTracker(config.quiet_period_s, config.rehand_after_s, clock)
+        self._events: queue.SimpleQueue[Path] = queue.SimpleQueue()
+
+    def run(self, stop: threading.Event) -> None:
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        observer = self._start_observer()
+        log.info("watching inbox (%s mode)", self.config.mode)
+        try:
+            self.rescan(Origin.BACKFILL)
+            next_rescan = self.clock() + self.config.rescan_interval_s
+            tick = min(0.25, max(self.config.quiet_period_s / 4, 0.05))
+            while not stop.wait(tick):
+                self._drain_events()
+                self.hand_over_ready()
+                if not observer.is_alive():
+                    log.warning("file system observer stopped; restarting it and rescanning")
+                    observer = self._start_observer()
+                    next_rescan = self.clock()
+                if self.clock() >= next_rescan:
+                    self.rescan(Origin.LIVE)
+                    next_rescan = self.clock() + self.config.rescan_interval_s
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+            log.info("watcher stopped")
+
+    def rescan(self, origin: Origin) -> int:
+        """Walk the inbox (never following symlinks) and observe every file found."""
+        present: set[Path] = set()
+        for path in self._walk(self.inbox):
+            present.add(path)
+            self.tracker.observe(path, origin)
+        self.tracker.forget_missing(present)
+        self._prune_empty_folders()
+        return len(present)
+
+    def hand_over_ready(self) -> int:
+        handed = 0
+        for path, origin in self.tracker.ready():
+            try:
+                self.on_stable_file(path, origin)
+                handed += 1
+            except Exception:  # the watcher outlives any one file or outage
+                log.exception(
+                    "handing over a stable file failed; retrying in %.0f s", self.CALLBACK_RETRY_S
+                )
+                self.tracker.retry_later(path, self.CALLBACK_RETRY_S)
+        return handed
+
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                path = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if not is_ignored(path, self.inbox):
+                self.tracker.observe(path, Origin.LIVE)
+
+    def _start_observer(self) -> BaseObserver:
+        observer: BaseObserver
+        if self.config.mode == "polling":
+            observer = PollingObserver(timeout=self.config.poll_interval_s)
+        else:
+            observer = Observer()
+        observer.schedule(_EventSink(self._events), str(self.inbox), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    def _walk(self, folder: Path) -> Iterator[Path]:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as error:
+            log.warning("cannot list a folder in the inbox: %s", error.strerror)
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if is_ignored(path, self.inbox):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(path)
+            else:  # regular files, and symlinks/specials for the callback to quarantine
+                yield path
+
+    def _prune_empty_folders(self) -> None:
+        """Remove sub-folders of the inbox left empty by moved files (never the inbox)."""
+        cutoff = time.time() - max(EMPTY_FOLDER_GRACE_S, self.config.rescan_interval_s)
+        for root, dirs, files in os.walk(self.inbox, topdown=False, followlinks=False):
+            folder = Path(root)
+            if folder == self.inbox or dirs or files or is_ignored(folder, self.inbox):
+                continue
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    folder.rmdir()
+            except OSError:
+                continue  # something arrived in it meanwhile
+
+
+class _EventSink(FileSystemEventHandler):
+    """Forward file paths from the observer thread to the watcher loop."""
+
+    def __init__(self, sink: queue.SimpleQueue[Path]) -> None:
+        self.sink = sink
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw:
+                self.sink.put(Path(os.fsdecode(raw)))
+
+
+def _lstat(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.lstat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
