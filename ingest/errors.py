@@ -33,6 +33,7 @@ class Reason(StrEnum):
     DX_FOR_PROCESSING = "dx_for_processing"
     NOT_CHEST = "not_chest"
     LATERAL_VIEW = "lateral_view"
+    NON_FRONTAL_VIEW = "non_frontal_view"  # oblique or decubitus: neither PA/AP nor lateral
     # -- infrastructure, set by the worker, never by ingest
     PROCESSING_ERROR = "processing_error"
 

@@ -59,8 +59,12 @@ class ImageMetadata:
     def __post_init__(self) -> None:
         if len(self.file_sha256) != 64:
             raise ValueError(f"file_sha256 must be 64 hex digits, got {len(self.file_sha256)}")
-        for name in ("sop_instance_uid", "sop_class_uid", "study_instance_uid",
-                     "series_instance_uid"):
+        for name in (
+            "sop_instance_uid",
+            "sop_class_uid",
+            "study_instance_uid",
+            "series_instance_uid",
+        ):
             value = getattr(self, name)
             if value is not None and len(value) > UID_MAX_LENGTH:
                 raise ValueError(f"{name} is longer than {UID_MAX_LENGTH} characters")

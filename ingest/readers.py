@@ -1,0 +1,103 @@
+"""The two public reads, dispatched by content through one table of readers.
+
+``read_header`` is the cheap pass (no pixel decoded) that eligibility needs;
+``read_image`` decodes and normalizes. Both raise :class:`IngestError` and nothing else
+for anything a file can contain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.dicom import (
+    LIBRARY_ERRORS,
+    decode_frame,
+    read_dataset,
+    read_dataset_header,
+    transfer_syntax,
+)
+from ingest.errors import IngestError, Reason
+from ingest.greylevels import (
+    is_supported_photometric,
+    photometric_interpretation,
+    to_display_levels,
+)
+from ingest.hashing import file_sha256
+from ingest.image import ImageMetadata, SourceImage, SourceKind
+from ingest.limits import checked_file_size
+from ingest.metadata import dicom_metadata, raster_metadata
+from ingest.raster import read_raster_pixels
+from ingest.sniff import Sniffed, sniff
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One container format: how to read its header and how to decode its pixels."""
+
+    header: Callable[[Path, Sniffed, str], ImageMetadata]
+    pixels: Callable[[Path, Sniffed, ImageMetadata], SourceImage]
+
+
+def read_header(path: Path) -> ImageMetadata:
+    """Identify ``path`` by content and read its metadata without decoding a pixel."""
+    checked_file_size(path)
+    sniffed = sniff(path)
+    return READERS[sniffed.kind].header(path, sniffed, file_sha256(path))
+
+
+def read_image(path: Path) -> SourceImage:
+    """Decode ``path`` into display grey levels (float32 0..255, 0 = black)."""
+    return decode(path, read_header(path))
+
+
+def decode(path: Path, metadata: ImageMetadata) -> SourceImage:
+    """Decode ``path``, whose header was already read into ``metadata``."""
+    sniffed = sniff(path)
+    if sniffed.kind is not metadata.kind:
+        raise IngestError(Reason.CORRUPT, "The file changed format after its header was read.")
+    return READERS[sniffed.kind].pixels(path, sniffed, metadata)
+
+
+def _dicom_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
+    ds = read_dataset_header(path, sniffed)
+    uid = transfer_syntax(ds)
+    return dicom_metadata(ds, path, sha256, str(uid) if uid else None)
+
+
+def _dicom_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> SourceImage:
+    ds = read_dataset(path, sniffed)
+    photometric = photometric_interpretation(ds)
+    if not is_supported_photometric(photometric):
+        raise IngestError(
+            Reason.UNSUPPORTED_PHOTOMETRIC,
+            f"(0028,0004) Photometric Interpretation '{photometric}' is not supported.",
+        )
+    frame = decode_frame(ds)
+    if frame.ndim not in (2, 3):
+        raise IngestError(Reason.CORRUPT, f"The decoded frame has shape {frame.shape}.")
+    try:
+        pixels, normalization = to_display_levels(frame, ds)
+    except LIBRARY_ERRORS as exc:
+        raise IngestError(
+            Reason.CORRUPT,
+            f"The grey-level modules cannot be applied ({type(exc).__name__}: {exc}).",
+        ) from exc
+    return SourceImage(pixels=pixels, metadata=metadata, normalization=normalization)
+
+
+def _raster_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
+    return raster_metadata(path, sha256, sniffed.kind)
+
+
+def _raster_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> SourceImage:
+    pixels, normalization = read_raster_pixels(path)
+    return SourceImage(pixels=pixels, metadata=metadata, normalization=normalization)
+
+
+READERS: Mapping[SourceKind, Reader] = {
+    SourceKind.DICOM: Reader(header=_dicom_header, pixels=_dicom_pixels),
+    SourceKind.JPEG: Reader(header=_raster_header, pixels=_raster_pixels),
+    SourceKind.PNG: Reader(header=_raster_header, pixels=_raster_pixels),
+}
