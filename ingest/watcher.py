@@ -44,7 +44,7 @@ class Origin(StrEnum):
     BACKFILL = "backfill"  # the start-up rescan: files that arrived while the watcher was down
 
 
-OnStableFile = Callable[[Path, Origin], None]
+OnStableFile = Callable[[Path, Origin], object]  # the return value is ignored
 
 
 @dataclass(frozen=True)

@@ -72,14 +72,9 @@ class Settings(BaseSettings):
     )
     task_time_limit_s: int = Field(default=600, description="A task is killed after this long")
 
-    # -- model
+    # -- model. Thresholds and calibration live in the model card beside the weights: a new
+    # operating point is a new model directory, so every row says which one scored it.
     model_path: Path | None = Field(default=None, description="None = the shipped model")
-    threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Override the model card's operating threshold"
-    )
-    urgent_threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Override the model card's urgent cut-off"
-    )
     batch_size: int = Field(default=8, ge=1, le=64, description="Images scored per model call")
 
     # -- watching
@@ -101,6 +96,11 @@ class Settings(BaseSettings):
 
     # -- worker and Flower
     worker_concurrency: int = Field(default=2, ge=1, description="Worker processes per machine")
+    model_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="TensorFlow threads per worker process (default: cores / concurrency)",
+    )
     worker_max_memory_per_child_kb: int = Field(
         default=3_000_000, description="Recycle a worker process above this resident size"
     )

@@ -5,7 +5,11 @@ TensorFlow is imported inside the model commands only, so ``cxr-triage worklist`
 ``cxr-triage status`` start fast.
 """
 
-from worker.cli import model_commands, service_commands  # noqa: F401  (registers commands)
+from worker.cli import (  # noqa: F401  (registers commands)
+    model_commands,
+    service_commands,
+    worklist_commands,
+)
 from worker.cli.app import app
 
 __all__ = ["app"]

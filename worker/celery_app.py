@@ -1,0 +1,110 @@
+"""The one Celery app, configured from the settings object (Celery's ``proj/celery.py``).
+
+Queues. Priority is only known after scoring, and the worklist's reading order does that
+prioritising; what the queues must prevent is a live arrival waiting behind a backlog. So
+there are two: ``cxr.live`` for files that arrive while the watcher runs and
+``cxr.backfill`` for what the start-up rescan finds (a weekend's export, a restored share).
+Workers consume both, live first: on Redis the queues are polled in that fixed order
+(``queue_order_strategy='priority'``), so a live task is always taken before any backfill
+task; the embedded broker alternates fairly between the two, so a live task waits behind at
+most one backfill task per worker process. A deployment that wants a hard reservation runs
+one more worker with ``--queues cxr.live``.
+
+Reliability: acks late with reject-on-worker-lost and a prefetch of one, so a task whose
+worker dies is redelivered, and the database claim makes the redelivery harmless. Redis
+redelivers an unacknowledged task after ``visibility_timeout``; it is set deliberately
+longer than the hard task time limit. No result backend: the worklist is the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from worker.settings import Settings, get_settings
+
+LIVE_QUEUE = "cxr.live"
+BACKFILL_QUEUE = "cxr.backfill"
+QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE)  # consumption order
+TRIAGE_TASK = "cxr.triage"
+
+log = logging.getLogger(__name__)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    if settings.broker.startswith(("redis://", "rediss://")):
+        transport_options["queue_order_strategy"] = "priority"  # poll queues in -Q order
+    elif settings.broker.startswith("filesystem://"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options.update(
+            data_folder_in=str(folder / "queue"),
+            data_folder_out=str(folder / "queue"),
+            control_folder=str(folder / "control"),
+            processed_folder=str(folder / "processed"),
+            store_processed=False,
+            polling_interval=0.1,
+        )
+    return {
+        "broker_url": settings.broker,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_soft_time_limit": max(settings.task_time_limit_s - 30, 1),
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_queues": tuple(Queue(name) for name in QUEUES),
+        "task_default_queue": LIVE_QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb,
+        "worker_send_task_events": True,  # for Flower
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+app = Celery("cxr_triage", include=["worker.tasks"])
+app.config_from_object(celery_config(get_settings()))
+
+
+@signals.worker_process_init.connect
+def _prepare_child(**_: Any) -> None:
+    """A prefork child starts: drop connections inherited from the parent, then load the
+    model here, after the fork (TensorFlow is not fork-safe)."""
+    from worker import resources
+
+    resources.after_fork()
+    _warm_up()
+
+
+@signals.worker_ready.connect
+def _prepare_solo(sender: Any = None, **_: Any) -> None:
+    """Solo and thread pools never fork: load the model in this process before the first task."""
+    pool_module = type(getattr(sender, "pool", None)).__module__
+    if pool_module.endswith((".solo", ".thread")):
+        _warm_up()
+
+
+def _warm_up() -> None:
+    from worker import resources
+
+    settings = get_settings()
+    threads = settings.model_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    try:
+        resources.get_scorer()
+    except Exception:  # the task retries; the worker must come up to report it in Flower
+        log.exception("model could not be loaded at worker start")

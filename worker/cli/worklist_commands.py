@@ -1,0 +1,264 @@
+"""``worklist``, ``review``, ``status`` and ``db``: reading and keeping the worklist.
+
+These never import TensorFlow or Celery's worker machinery, so they answer in a second.
+Their output is for the reading room and may show accession numbers; logs never do.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from db.models import ReviewDecision, Status, WorklistEntry, utcnow
+from worker.cli.app import app
+from worker.settings import get_settings
+
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+COLUMNS = (
+    "id",
+    "status",
+    "priority",
+    "priority_rank",
+    "probability",
+    "label",
+    "flags",
+    "reason",
+    "model_version",
+    "threshold",
+    "accession_number",
+    "patient_id",
+    "study_instance_uid",
+    "sop_instance_uid",
+    "source_name",
+    "archived_path",
+    "received_at",
+    "started_at",
+    "finished_at",
+    "reviewed_at",
+    "reviewed_by",
+    "review_decision",
+    "file_sha256",
+)
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+def _sessions() -> Any:
+    from worker.resources import get_session_factory
+
+    get_settings.cache_clear()
+    return get_session_factory()
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    """``2026-01-31``, ``2026-01-31T08:00`` (UTC unless a zone is given), or ``24h`` / ``7d``."""
+    if value is None:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if value[:-1].isdigit() and value[-1:] in units:
+        return utcnow() - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise typer.BadParameter(f"{value!r} is neither a date, a time nor 24h/7d") from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def row_dict(entry: WorklistEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in COLUMNS:
+        value = getattr(entry, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, StrEnum):
+            value = value.value
+        out[name] = value
+    return out
+
+
+@app.command()
+def worklist(
+    status: Annotated[
+        list[Status] | None, typer.Option("--status", help="Only these statuses (repeatable)")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Received at or after: date, time, 24h")] = None,
+    until: Annotated[str | None, typer.Option(help="Received before: date or time")] = None,
+    patient: Annotated[str | None, typer.Option(help="Patient ID")] = None,
+    accession: Annotated[str | None, typer.Option(help="Accession number")] = None,
+    include_reviewed: Annotated[bool, typer.Option(help="Also rows already reviewed")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines... as one JSON array")
+    ] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row")] = False,
+) -> None:
+    """The reading order: priority (urgent first), then probability, then arrival."""
+    from db.worklist import reading_order
+
+    with _sessions()() as session:
+        rows = [
+            row_dict(e)
+            for e in reading_order(
+                session,
+                statuses=status,
+                since=_parse_when(since),
+                until=_parse_when(until),
+                patient_id=patient,
+                accession_number=accession,
+                include_reviewed=include_reviewed,
+                limit=limit,
+            )
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _print_table(rows)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="cxr-triage worklist - not for diagnostic use", show_lines=False)
+    for name in (
+        "id",
+        "priority",
+        "probability",
+        "label",
+        "status",
+        "flags",
+        "accession",
+        "received (UTC)",
+        "source",
+    ):
+        table.add_column(name)
+    for row in rows:
+        probability = row["probability"]
+        table.add_row(
+            str(row["id"]),
+            row["priority"] or "-",
+            f"{probability:.3f}" if probability is not None else "-",
+            row["label"] or "-",
+            row["status"] + (f" ({row['reason']})" if row["reason"] else ""),
+            row["flags"] or "",
+            row["accession_number"] or "",
+            (row["received_at"] or "")[:19],
+            row["source_name"],
+        )
+    Console().print(table)
+
+
+@app.command()
+def review(
+    entry_id: Annotated[int, typer.Argument(help="Worklist row id")],
+    decision: Annotated[ReviewDecision, typer.Option(help="What the reader decided")],
+    by: Annotated[str, typer.Option(help="Reader's user name or initials")],
+) -> None:
+    """Record a reader's review of a row (it stays on the worklist, marked reviewed)."""
+    from db.worklist import review as record_review
+
+    try:
+        with _sessions().begin() as session:
+            entry = record_review(session, entry_id, decision, by)
+            typer.echo(f"row {entry.id} reviewed: {decision.value} by {by}")
+    except LookupError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable")] = False,
+) -> None:
+    """Counts by status, queue depth, and the oldest case still waiting."""
+    from db.worklist import counts_by_status, oldest_waiting
+
+    with _sessions()() as session:
+        counts = counts_by_status(session)
+        oldest = oldest_waiting(session)
+        oldest_info = (
+            {
+                "id": oldest.id,
+                "status": Status(oldest.status).value,
+                "received_at": oldest.received_at.isoformat(),
+                "waiting_s": round((utcnow() - oldest.received_at).total_seconds(), 1),
+            }
+            if oldest
+            else None
+        )
+    report: dict[str, Any] = {
+        "counts": {s.value: n for s, n in counts.items()},
+        "queues": _queue_depths(),
+        "oldest_waiting": oldest_info,
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo("rows:   " + "  ".join(f"{k}={v}" for k, v in report["counts"].items()))
+    typer.echo("queues: " + "  ".join(f"{k}={v}" for k, v in report["queues"].items()))
+    if oldest_info:
+        typer.echo(
+            f"oldest waiting: row {oldest_info['id']} ({oldest_info['status']}), "
+            f"{oldest_info['waiting_s']} s"
+        )
+    else:
+        typer.echo("oldest waiting: none")
+
+
+def _queue_depths() -> dict[str, int | None]:
+    """Messages waiting per queue; None where the broker cannot tell or is down."""
+    from kombu.exceptions import OperationalError
+
+    from worker.celery_app import QUEUES
+    from worker.celery_app import app as celery_app
+
+    depths: dict[str, int | None] = dict.fromkeys(QUEUES)
+    try:
+        with celery_app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)
+            channel = connection.default_channel
+            for name in QUEUES:
+                try:
+                    depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+                except Exception:  # a queue not declared yet: nothing waits in it  # noqa: BLE001
+                    depths[name] = 0
+    except (OperationalError, OSError):
+        pass
+    return depths
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Create or migrate the worklist schema (idempotent)."""
+    from db import migrate
+
+    get_settings.cache_clear()
+    migrate.upgrade(get_settings().db_url, revision)
+    typer.echo("database is at the newest revision")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail if the database is not at the newest revision."""
+    from db import migrate
+
+    get_settings.cache_clear()
+    if not migrate.is_current(get_settings().db_url):
+        typer.echo("database is behind: run `cxr-triage db upgrade`", err=True)
+        raise typer.Exit(1)
+    typer.echo("database is at the newest revision")

@@ -1,0 +1,202 @@
+"""The watcher's callback: a stable file becomes a ``queued`` row and one task.
+
+Idempotent, because the watcher may hand the same file again (after a restart, a lost task,
+or a crash between a row's final commit and the move of its original):
+
+- new content: insert the row, commit, then send the task;
+- the same file, still waiting: send the task again if it may have been lost;
+- the same file, already final but still in the inbox: finish the move that was interrupted;
+- the same content (or SOP Instance UID) from another file: a duplicate, quarantined with a
+  sidecar naming the row it duplicates. Never a second row, never scored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
+from db.worklist import Arrival, admit
+from ingest.errors import IngestError, Reason
+from ingest.filing import move_into_place, quarantine_destination, quarantine_file
+from ingest.hashing import file_sha256
+from ingest.readers import read_header
+from ingest.watcher import Origin
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DUPLICATE = "duplicate"
+
+Enqueue = Callable[[int, Origin], None]
+
+
+class Admission(StrEnum):
+    QUEUED = "queued"  # a new row and its task
+    REQUEUED = "requeued"  # the row was waiting; its task was sent again
+    WAITING = "waiting"  # the row is being processed; nothing to do
+    REFILED = "refiled"  # the row was final; the original has now been moved
+    DUPLICATE = "duplicate"  # quarantined as a copy of an existing row
+    UNSAFE = "unsafe"  # a symlink or special file; quarantined unread
+    GONE = "gone"  # the file vanished before it could be read
+
+
+@dataclass(frozen=True)
+class Intake:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    enqueue: Enqueue
+
+    def __call__(self, path: Path, origin: Origin) -> Admission:
+        return self.admit(path, origin)
+
+    def admit(self, path: Path, origin: Origin) -> Admission:
+        inbox = self.settings.inbox_dir
+        source_name = str(path.relative_to(inbox))  # the watcher only reports inbox paths
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return Admission.GONE
+        if not stat.S_ISREG(mode):
+            self._quarantine_unsafe(path, source_name)
+            return Admission.UNSAFE
+        try:
+            arrival = self._arrival(path, source_name)
+        except FileNotFoundError:
+            return Admission.GONE
+        with self.sessions.begin() as session:
+            entry, created = admit(session, arrival)
+            snapshot = _Snapshot.of(entry)
+        if created:
+            self.enqueue(snapshot.id, origin)
+            log.info("row %d queued (%s, sha256 %s)", snapshot.id, origin, arrival.file_sha256[:12])
+            return Admission.QUEUED
+        return self._known(path, arrival, snapshot, origin)
+
+    def _arrival(self, path: Path, source_name: str) -> Arrival:
+        try:
+            header = read_header(path)
+        except IngestError:  # unreadable: the task will reject it with the precise reason
+            return Arrival(file_sha256(path), source_name, str(path))
+        return Arrival(
+            file_sha256=header.file_sha256,
+            source_name=source_name,
+            source_path=str(path),
+            source_kind=header.kind.value,
+            sop_instance_uid=header.sop_instance_uid,
+            study_instance_uid=header.study_instance_uid,
+            series_instance_uid=header.series_instance_uid,
+            accession_number=header.accession_number,
+            patient_id=header.patient_id,
+        )
+
+    def _known(self, path: Path, arrival: Arrival, entry: _Snapshot, origin: Origin) -> Admission:
+        same_file = entry.source_path == str(path) and entry.file_sha256 == arrival.file_sha256
+        if same_file and entry.status not in FINAL_STATUSES:
+            stale = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
+            if entry.status is Status.QUEUED or (entry.started_at or entry.received_at) < stale:
+                self.enqueue(entry.id, origin)
+                log.info("row %d: task sent again", entry.id)
+                return Admission.REQUEUED
+            return Admission.WAITING
+        if same_file and entry.archived_path and not Path(entry.archived_path).exists():
+            self._refile(path, entry)
+            return Admission.REFILED
+        self._quarantine_duplicate(path, arrival, entry)
+        return Admission.DUPLICATE
+
+    def _refile(self, path: Path, entry: _Snapshot) -> None:
+        destination = Path(entry.archived_path or "")
+        if entry.status is Status.DONE:
+            move_into_place(path, destination)
+        else:
+            quarantine_file(
+                path,
+                destination,
+                {
+                    "worklist_id": entry.id,
+                    "status": entry.status.value,
+                    "reason": entry.reason,
+                    "detail": entry.reason_detail,
+                    "file_sha256": entry.file_sha256,
+                    "source_name": entry.source_name,
+                },
+            )
+        log.info("row %d: interrupted move of the original completed", entry.id)
+
+    def _quarantine_duplicate(self, path: Path, arrival: Arrival, entry: _Snapshot) -> None:
+        same_content = entry.file_sha256 == arrival.file_sha256
+        destination = quarantine_destination(
+            self.settings.quarantine_dir, DUPLICATE, arrival.file_sha256, arrival.source_name
+        )
+        quarantine_file(
+            path,
+            destination,
+            {
+                "reason": DUPLICATE,
+                "detail": (
+                    "the same bytes were already received"
+                    if same_content
+                    else "another file with the same SOP Instance UID was already received"
+                ),
+                "duplicate_of_worklist_id": entry.id,
+                "file_sha256": arrival.file_sha256,
+                "source_name": arrival.source_name,
+                "quarantined_at": utcnow().isoformat(),
+            },
+        )
+        log.info("duplicate of row %d quarantined (sha256 %s)", entry.id, arrival.file_sha256[:12])
+
+    def _quarantine_unsafe(self, path: Path, source_name: str) -> None:
+        destination = quarantine_destination(
+            self.settings.quarantine_dir, Reason.UNSAFE_PATH.value, "0" * 64, source_name
+        )
+        quarantine_file(
+            path,
+            destination,
+            {
+                "reason": Reason.UNSAFE_PATH.value,
+                "detail": "a symlink or special file in the inbox; moved unread, never followed",
+                "source_name": source_name,
+                "quarantined_at": utcnow().isoformat(),
+            },
+        )
+        log.warning("unsafe path in the inbox quarantined unread")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The fields of a row that outlive its session."""
+
+    id: int
+    status: Status
+    file_sha256: str
+    source_path: str
+    source_name: str
+    archived_path: str | None
+    reason: str | None
+    reason_detail: str | None
+    received_at: datetime
+    started_at: datetime | None
+
+    @classmethod
+    def of(cls, entry: WorklistEntry) -> _Snapshot:
+        return cls(
+            entry.id,
+            Status(entry.status),
+            entry.file_sha256,
+            entry.source_path,
+            entry.source_name,
+            entry.archived_path,
+            entry.reason,
+            entry.reason_detail,
+            entry.received_at,
+            entry.started_at,
+        )

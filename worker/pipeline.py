@@ -1,0 +1,272 @@
+"""``triage``: read -> eligibility -> model -> priority -> worklist row -> archive/quarantine.
+
+Plain Python, no Celery: the task is one line calling :func:`triage`, and the tests drive
+:class:`Pipeline` directly. Order of effects, chosen so a crash anywhere is recoverable:
+
+1. claim the row (and up to ``batch_size - 1`` queued batch-mates) in one transaction;
+2. read and score outside any transaction;
+3. store every outcome and its destination path in one transaction;
+4. only then move the originals. A crash before 4 leaves the file in the inbox with a final
+   row; the watcher's next look at the file moves it (:mod:`worker.intake`).
+
+Bad input (an :class:`ingest.IngestError`) becomes a ``rejected`` row and is never retried; an
+unexpected error on one file becomes ``failed`` for that file only. Database, broker and model
+outages propagate, and Celery retries the task with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Status, WorklistEntry, utcnow
+from db.worklist import Scored, claim, get_entry, record_scored, record_unscored
+from ingest.errors import IngestError, Reason
+from ingest.filing import (
+    archive_destination,
+    move_into_place,
+    quarantine_destination,
+    quarantine_file,
+)
+from ingest.image import SourceImage
+from ingest.loading import load_scorable
+from model.prediction import Prediction
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """What the pipeline needs from ``model.predict.Classifier``."""
+
+    @property
+    def version(self) -> str: ...
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed row, detached from its session."""
+
+    entry_id: int
+    source: Path
+    source_name: str
+    file_sha256: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    entry_id: int
+    status: Status
+    destination: Path | None  # None when the original had already left the inbox
+    reason: str | None = None
+    detail: str | None = None
+    prediction: Prediction | None = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    scorer: Callable[[], Scorer]  # called lazily: a batch of rejections never loads the model
+
+    def triage(self, entry_id: int, token: str) -> list[Outcome]:
+        """Process ``entry_id`` (and batch-mates) for the task ``token``; see the module doc."""
+        started = time.monotonic()
+        jobs = self._claim(entry_id, token)
+        if not jobs:
+            log.info("row %d: nothing to do (finished or held by another task)", entry_id)
+            return []
+        outcomes = self._outcomes(jobs)
+        self._record(outcomes, token)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            self._file(job, outcome)
+        log.info(
+            "task for row %d: %d row(s) in %.2f s (%s)",
+            entry_id,
+            len(jobs),
+            time.monotonic() - started,
+            ", ".join(f"{o.entry_id}={o.status.value}" for o in outcomes),
+        )
+        return outcomes
+
+    def _claim(self, entry_id: int, token: str) -> list[Job]:
+        stale_before = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
+        with self.sessions.begin() as session:
+            held = claim(
+                session,
+                entry_id,
+                token,
+                batch_size=self.settings.batch_size,
+                stale_before=stale_before,
+            )
+            return [
+                Job(e.id, Path(e.source_path), e.source_name, e.file_sha256, e.received_at)
+                for e in held
+            ]
+
+    def _outcomes(self, jobs: list[Job]) -> list[Outcome]:
+        loaded: dict[int, tuple[SourceImage, tuple[str, ...]]] = {}
+        unscored: dict[int, Outcome] = {}
+        for job in jobs:
+            try:
+                image, eligibility = load_scorable(job.source)
+            except IngestError as error:
+                unscored[job.entry_id] = self._unscored(
+                    job, Status.REJECTED, error.reason, str(error)
+                )
+            except FileNotFoundError:
+                unscored[job.entry_id] = Outcome(
+                    job.entry_id,
+                    Status.FAILED,
+                    None,
+                    Reason.PROCESSING_ERROR.value,
+                    "the file left the inbox before it was scored",
+                )
+            except OSError:
+                raise  # a share or disk problem: retry the task, the file is not at fault
+            except Exception as error:  # a reader bug on a hostile file must not stop the batch
+                log.exception("row %d: unexpected error while reading", job.entry_id)
+                unscored[job.entry_id] = self._unscored(
+                    job,
+                    Status.FAILED,
+                    Reason.PROCESSING_ERROR,
+                    f"reading failed: {type(error).__name__}",
+                )
+            else:
+                loaded[job.entry_id] = (image, eligibility.flags)
+        predictions = self._predict(loaded) if loaded else {}
+        outcomes = []
+        for job in jobs:
+            if job.entry_id in unscored:
+                outcomes.append(unscored[job.entry_id])
+            elif job.entry_id in predictions:
+                destination = archive_destination(
+                    self.settings.archive_dir, job.received_at, job.file_sha256, job.source_name
+                )
+                outcomes.append(
+                    Outcome(
+                        job.entry_id,
+                        Status.DONE,
+                        destination,
+                        prediction=predictions[job.entry_id],
+                        flags=loaded[job.entry_id][1],
+                    )
+                )
+            else:
+                outcomes.append(
+                    self._unscored(
+                        job, Status.FAILED, Reason.PROCESSING_ERROR, "the model could not score it"
+                    )
+                )
+        return outcomes
+
+    def _predict(
+        self, loaded: dict[int, tuple[SourceImage, tuple[str, ...]]]
+    ) -> dict[int, Prediction]:
+        """One model call for the batch; if it fails, one call per image to isolate the cause."""
+        scorer = self.scorer()
+        ids = list(loaded)
+        try:
+            predictions = scorer.predict([loaded[i][0].pixels for i in ids])
+            return dict(zip(ids, predictions, strict=True))
+        except Exception:  # an image that breaks the model must not fail its batch-mates
+            log.exception("batch prediction failed; scoring the %d images one by one", len(ids))
+        result: dict[int, Prediction] = {}
+        for entry_id in ids:
+            try:
+                result[entry_id] = scorer.predict([loaded[entry_id][0].pixels])[0]
+            except Exception:  # recorded as failed for this row only
+                log.exception("row %d: prediction failed", entry_id)
+        return result
+
+    def _unscored(self, job: Job, status: Status, reason: Reason, detail: str) -> Outcome:
+        destination = quarantine_destination(
+            self.settings.quarantine_dir, reason.value, job.file_sha256, job.source_name
+        )
+        return Outcome(job.entry_id, status, destination, reason.value, detail)
+
+    def _record(self, outcomes: list[Outcome], token: str) -> None:
+        with self.sessions.begin() as session:
+            for outcome in outcomes:
+                entry = get_entry(session, outcome.entry_id)
+                if entry is None or entry.claim_token != token or entry.status != Status.PROCESSING:
+                    continue  # reclaimed by another task after we were presumed dead
+                destination = str(outcome.destination) if outcome.destination else None
+                if outcome.status is Status.DONE and outcome.prediction is not None:
+                    record_scored(
+                        session,
+                        entry,
+                        _scored(outcome.prediction, outcome.flags),
+                        destination or "",
+                    )
+                else:
+                    record_unscored(
+                        session,
+                        entry,
+                        outcome.status,
+                        outcome.reason or Reason.PROCESSING_ERROR.value,
+                        outcome.detail or "",
+                        destination or "",
+                    )
+
+    def _file(self, job: Job, outcome: Outcome) -> None:
+        if outcome.destination is None or not (job.source.exists() or job.source.is_symlink()):
+            return
+        if outcome.status is Status.DONE:
+            final = move_into_place(job.source, outcome.destination)
+        else:
+            final = quarantine_file(job.source, outcome.destination, sidecar_for(job, outcome))
+        if final != outcome.destination:  # the name was taken: keep the row truthful
+            with self.sessions.begin() as session:
+                entry = get_entry(session, job.entry_id)
+                if entry is not None:
+                    entry.archived_path = str(final)
+
+
+def sidecar_for(job: Job, outcome: Outcome) -> dict[str, object]:
+    """What a PACS administrator needs to act on a quarantined file; no patient data."""
+    return {
+        "worklist_id": job.entry_id,
+        "status": outcome.status.value,
+        "reason": outcome.reason,
+        "detail": outcome.detail,
+        "file_sha256": job.file_sha256,
+        "source_name": job.source_name,
+        "received_at": job.received_at.isoformat(),
+        "quarantined_at": utcnow().isoformat(),
+    }
+
+
+def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
+    return Scored(
+        probability=prediction.probability,
+        label=prediction.label.value,
+        priority=prediction.priority.value,
+        priority_rank=prediction.priority.rank,
+        threshold=prediction.threshold,
+        model_version=prediction.model_version,
+        flags=flags,
+    )
+
+
+def triage(entry_id: int, token: str) -> list[Outcome]:
+    """The Celery task's body: the pipeline wired to this process's engine and model."""
+    from worker.resources import get_scorer, get_session_factory
+    from worker.settings import get_settings
+
+    return Pipeline(get_settings(), get_session_factory(), get_scorer).triage(entry_id, token)
+
+
+__all__ = ["Outcome", "Pipeline", "Scorer", "WorklistEntry", "triage"]

@@ -1,0 +1,52 @@
+"""What a worker process builds once and keeps: the database engine and the model.
+
+Created lazily on first use, never at import: the prefork parent imports the tasks module
+and must not open connections or load TensorFlow before it forks its children.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import make_engine, make_session_factory
+from worker.settings import get_settings
+
+if TYPE_CHECKING:
+    from worker.pipeline import Scorer
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model could not be loaded: an infrastructure problem, retried, never a file's fault."""
+
+
+@lru_cache(maxsize=1)
+def get_engine() -> Engine:
+    return make_engine(get_settings().db_url)
+
+
+@lru_cache(maxsize=1)
+def get_session_factory() -> sessionmaker[Session]:
+    return make_session_factory(get_engine())
+
+
+@lru_cache(maxsize=1)
+def get_scorer() -> Scorer:
+    """The classifier, loaded once per process (TensorFlow is imported here, not before)."""
+    from model.predict import Classifier
+
+    try:
+        return Classifier.load(get_settings().model_path)
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(f"cannot load the model: {error}") from error
+
+
+def after_fork() -> None:
+    """In a freshly forked child: never reuse the parent's pooled connections."""
+    if get_engine.cache_info().currsize:
+        get_engine().dispose(close=False)
+    get_session_factory.cache_clear()
+    get_engine.cache_clear()

@@ -1,0 +1,110 @@
+"""Long-running services wired from the settings: the watcher, and the worker's argv.
+
+The CLI's ``watch``, ``worker`` and ``run`` commands are thin shells around these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from sqlalchemy import func, select
+
+from db.models import WAITING_STATUSES, WorklistEntry
+from ingest.watcher import InboxWatcher, WatchConfig, is_ignored
+from worker.celery_app import QUEUES
+from worker.intake import Intake
+from worker.resources import get_session_factory
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_watcher(settings: Settings) -> InboxWatcher:
+    from worker.tasks import enqueue
+
+    for folder in (settings.inbox_dir, settings.archive_dir, settings.quarantine_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    config = WatchConfig(
+        inbox=settings.inbox_dir,
+        mode=settings.watch_mode,
+        poll_interval_s=settings.poll_interval_s,
+        rescan_interval_s=settings.rescan_interval_s,
+        quiet_period_s=settings.quiet_period_s,
+        rehand_after_s=settings.requeue_after_s,
+    )
+    return InboxWatcher(config, Intake(settings, get_session_factory(), enqueue))
+
+
+def worker_argv(
+    settings: Settings,
+    *,
+    pool: str | None = None,
+    concurrency: int | None = None,
+    queues: str | None = None,
+    hostname: str | None = None,
+) -> list[str]:
+    """Arguments for ``celery worker`` with the options this system relies on."""
+    if pool is None:
+        pool = "solo" if settings.embedded_broker else "prefork"
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--queues={queues or ','.join(QUEUES)}",
+        "--prefetch-multiplier=1",
+        "--task-events",
+        "--without-gossip",
+        "--without-mingle",
+        f"--loglevel={settings.log_level}",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    return argv
+
+
+def inbox_files(inbox: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(inbox, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(root) / name
+            if not is_ignored(path, inbox):
+                yield path
+
+
+def is_idle(settings: Settings) -> bool:
+    """No file waits in the inbox and no row is queued or processing."""
+    if next(inbox_files(settings.inbox_dir), None) is not None:
+        return False
+    with get_session_factory()() as session:
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(WorklistEntry)
+            .where(WorklistEntry.status.in_(list(WAITING_STATUSES)))
+        )
+    return not waiting
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (docker stop) end the service cleanly."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d received; stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
