@@ -94,7 +94,11 @@ def _read(
             Reason.CORRUPT, f"The DICOM dataset cannot be parsed ({type(exc).__name__})."
         ) from exc
     if len(ds) == 0:
-        raise IngestError(Reason.NOT_DICOM, "The file holds no DICOM data elements.")
+        # pydicom drops every element when the file ends inside one (it warns instead of
+        # raising), so a DICOM file whose dataset reads as empty was cut short.
+        raise IngestError(
+            Reason.TRUNCATED, "The file ends before its first complete DICOM data element."
+        )
     ensure_transfer_syntax(ds)
     if transfer_syntax(ds) != DeflatedExplicitVRLittleEndian:
         # A deflated dataset's element offsets count inflated bytes, not file bytes.

@@ -231,6 +231,7 @@ def window(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
     if function == "SIGMOID":
         x -= np.float32(center)
         x *= np.float32(-4.0 / width)
+        np.clip(x, -80.0, 80.0, out=x)  # exp(80) is finite in float32; the result is 0 or 1
         np.exp(x, out=x)
         x += np.float32(1.0)
         np.reciprocal(x, out=x)
@@ -378,7 +379,8 @@ def _lut_data(item: Dataset, ds: Dataset, entries: int, bits: int) -> np.ndarray
         else:
             data = np.frombuffer(value[: entries * 2], dtype="<u2" if little else ">u2")
     else:
-        data = np.asarray(value if isinstance(value, list | tuple) else [value], dtype=np.int64)
+        values = [value] if isinstance(value, int | float) else list(value)  # US: MultiValue
+        data = np.asarray(values, dtype=np.int64)
     if data.size < entries:
         raise ValueError(f"(0028,3006) LUT Data has {data.size} entries, descriptor says {entries}")
     return np.asarray(data[:entries], dtype=np.int64)
