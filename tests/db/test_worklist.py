@@ -1,0 +1,170 @@
+"""The worklist queries, on SQLite and on PostgreSQL (the ``database_url`` fixture runs both)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import ReviewDecision, Status, WorklistEntry, utcnow
+from db.worklist import (
+    Arrival,
+    Scored,
+    admit,
+    claim,
+    counts_by_status,
+    oldest_waiting,
+    reading_order,
+    record_scored,
+    record_unscored,
+    review,
+)
+
+Sessions = sessionmaker[Session]
+
+
+def arrival(n: int, **kwargs: str | None) -> Arrival:
+    return Arrival(
+        file_sha256=f"{n:064x}",
+        source_name=f"f{n}.dcm",
+        source_path=f"/inbox/f{n}.dcm",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def add(sessions: Sessions, n: int, **kwargs: str | None) -> int:
+    with sessions.begin() as session:
+        entry, created = admit(session, arrival(n, **kwargs))
+        assert created
+        return entry.id
+
+
+def score(sessions: Sessions, entry_id: int, probability: float, rank: int) -> None:
+    priority = ["urgent", "suspect", "routine"][rank]
+    with sessions.begin() as session:
+        entry = session.get(WorklistEntry, entry_id)
+        assert entry is not None
+        record_scored(
+            session,
+            entry,
+            Scored(probability, "pneumonia", priority, rank, 0.5, "m1", ("unverified",)),
+            "/archive/x",
+        )
+
+
+def test_same_content_twice_is_one_row(sessions: Sessions) -> None:
+    first = add(sessions, 1)
+    with sessions.begin() as session:
+        entry, created = admit(session, arrival(1))
+    assert not created and entry.id == first
+    with sessions() as session:
+        assert session.query(WorklistEntry).count() == 1
+
+
+def test_same_sop_instance_uid_is_one_row_but_absent_uids_never_clash(sessions: Sessions) -> None:
+    first = add(sessions, 1, sop_instance_uid="1.2.3")
+    with sessions.begin() as session:
+        entry, created = admit(session, arrival(2, sop_instance_uid="1.2.3"))
+    assert not created and entry.id == first
+    add(sessions, 3)
+    add(sessions, 4)  # two rows without a SOP Instance UID
+
+
+def test_claim_takes_own_row_then_oldest_queued_batch_mates(sessions: Sessions) -> None:
+    ids = [add(sessions, n) for n in range(1, 6)]
+    with sessions.begin() as session:
+        held = claim(session, ids[3], "task-a", batch_size=3, stale_before=utcnow())
+        assert [e.id for e in held] == [ids[3], ids[0], ids[1]]
+        assert all(e.status == Status.PROCESSING and e.claim_token == "task-a" for e in held)
+
+
+def test_duplicate_delivery_is_a_no_op_and_redelivery_reclaims(sessions: Sessions) -> None:
+    ids = [add(sessions, n) for n in range(1, 4)]
+    long_ago = utcnow() - timedelta(hours=1)
+    with sessions.begin() as session:
+        claim(session, ids[0], "task-a", batch_size=2, stale_before=long_ago)
+    with sessions.begin() as session:  # another task's message for a held row: nothing
+        assert claim(session, ids[1], "task-b", batch_size=2, stale_before=long_ago) == []
+    with sessions.begin() as session:  # the same task redelivered: it gets its rows back
+        held = claim(session, ids[0], "task-a", batch_size=1, stale_before=long_ago)
+        assert sorted(e.id for e in held) == ids[:2]
+
+
+def test_a_stale_claim_is_taken_over(sessions: Sessions) -> None:
+    entry_id = add(sessions, 1)
+    with sessions.begin() as session:
+        claim(session, entry_id, "dead-task", batch_size=1, stale_before=utcnow())
+    with sessions.begin() as session:
+        held = claim(
+            session, entry_id, "new-task", batch_size=1, stale_before=utcnow() + timedelta(1)
+        )
+        assert [e.claim_token for e in held] == ["new-task"]
+        assert held[0].attempts == 2
+
+
+def test_reading_order_is_priority_then_probability_then_arrival(sessions: Sessions) -> None:
+    ids = [add(sessions, n) for n in range(1, 7)]
+    score(sessions, ids[0], 0.30, 2)
+    score(sessions, ids[1], 0.97, 0)
+    score(sessions, ids[2], 0.60, 1)
+    score(sessions, ids[3], 0.99, 0)
+    score(sessions, ids[4], 0.60, 1)  # ties ids[2] on probability: arrival decides
+    with sessions.begin() as session:
+        entry = session.get(WorklistEntry, ids[5])
+        assert entry is not None
+        record_unscored(session, entry, Status.REJECTED, "lateral_view", "lateral", "/q/x")
+    with sessions() as session:
+        order = [e.id for e in reading_order(session)]
+    assert order == [ids[3], ids[1], ids[2], ids[4], ids[0], ids[5]]
+
+
+def test_filters_and_reviewed_rows(sessions: Sessions) -> None:
+    a = add(sessions, 1, patient_id="P1", accession_number="ACC1")
+    b = add(sessions, 2, patient_id="P2", accession_number="ACC2")
+    score(sessions, a, 0.9, 0)
+    with sessions() as session:
+        assert [e.id for e in reading_order(session, statuses=[Status.QUEUED])] == [b]
+        assert [e.id for e in reading_order(session, patient_id="P1")] == [a]
+        assert [e.id for e in reading_order(session, accession_number="ACC2")] == [b]
+        assert reading_order(session, since=utcnow() + timedelta(minutes=1)) == []
+        assert len(reading_order(session, until=utcnow() + timedelta(minutes=1))) == 2
+        assert len(reading_order(session, limit=1)) == 1
+    with sessions.begin() as session:
+        entry = review(session, a, ReviewDecision.AGREE, "dr-x")
+        assert entry.reviewed_at is not None and entry.reviewed_at.tzinfo is not None
+    with sessions() as session:
+        assert [e.id for e in reading_order(session)] == [b]
+        assert {e.id for e in reading_order(session, include_reviewed=True)} == {a, b}
+
+
+def test_review_of_unknown_row_raises(sessions: Sessions) -> None:
+    with sessions.begin() as session, pytest.raises(LookupError):
+        review(session, 12345, ReviewDecision.ACKNOWLEDGED, "dr-x")
+
+
+def test_counts_and_oldest_waiting(sessions: Sessions) -> None:
+    ids = [add(sessions, n) for n in range(1, 4)]
+    score(sessions, ids[0], 0.1, 2)
+    with sessions() as session:
+        counts = counts_by_status(session)
+        assert counts[Status.QUEUED] == 2 and counts[Status.DONE] == 1
+        assert counts[Status.FAILED] == 0
+        oldest = oldest_waiting(session)
+        assert oldest is not None and oldest.id == ids[1]
+
+
+def test_the_database_refuses_an_unknown_status(sessions: Sessions) -> None:
+    add(sessions, 1)
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.execute(text("UPDATE worklist SET status = 'lost'"))
+
+
+def test_unscored_outcome_must_be_rejected_or_failed(sessions: Sessions) -> None:
+    entry_id = add(sessions, 1)
+    with sessions.begin() as session, pytest.raises(ValueError, match="rejected or failed"):
+        entry = session.get(WorklistEntry, entry_id)
+        assert entry is not None
+        record_unscored(session, entry, Status.DONE, "x", "y", "/q")
