@@ -15,3 +15,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals can hold patient data
 )
+
+
+@app.callback()
+def main() -> None:
+    """Pediatric chest X-ray pneumonia triage (research/triage aid, not for diagnostic use)."""

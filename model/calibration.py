@@ -1,0 +1,61 @@
+"""Temperature scaling and the operating thresholds, fitted on validation logits only."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit
+
+from model.card import OperatingPoint
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of ``sigmoid(logit / T)``.
+
+    One parameter cannot change the ranking (ROC AUC) — only how far the probabilities
+    can be taken at face value (Guo et al. 2017).
+    """
+
+    def nll(log_t: float) -> float:
+        p = np.clip(expit(logits / np.exp(log_t)), 1e-7, 1 - 1e-7)
+        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+    result = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+def threshold_for_sensitivity(probabilities: np.ndarray, labels: np.ndarray,
+                              target: float) -> float:
+    """The highest threshold whose sensitivity (``p >= t`` called positive) is >= target."""
+    positives = np.sort(probabilities[labels == 1])[::-1]
+    if positives.size == 0:
+        raise ValueError("no positive cases to set a sensitivity threshold on")
+    needed = int(np.ceil(target * positives.size))  # positives that must be caught
+    return float(positives[max(needed, 1) - 1])
+
+
+def threshold_for_specificity(probabilities: np.ndarray, labels: np.ndarray,
+                              target: float) -> float:
+    """The lowest threshold whose specificity (negatives below it) is >= target."""
+    negatives = np.sort(probabilities[labels == 0])
+    if negatives.size == 0:
+        raise ValueError("no negative cases to set a specificity threshold on")
+    allowed = int(np.floor((1 - target) * negatives.size))  # negatives allowed at or above
+    # Just above the highest negative that must stay below the threshold.
+    return float(np.nextafter(negatives[negatives.size - allowed - 1], np.inf))
+
+
+def choose_operating_point(
+    logits: np.ndarray, labels: np.ndarray, target_sensitivity: float,
+    urgent_target_specificity: float,
+) -> OperatingPoint:
+    temperature = fit_temperature(logits, labels)
+    probabilities = expit(logits / temperature)
+    threshold = threshold_for_sensitivity(probabilities, labels, target_sensitivity)
+    urgent = max(threshold_for_specificity(probabilities, labels, urgent_target_specificity),
+                 threshold)
+    return OperatingPoint(
+        temperature=temperature, threshold=threshold, urgent_threshold=min(urgent, 1.0),
+        target_sensitivity=target_sensitivity,
+        urgent_target_specificity=urgent_target_specificity,
+    )

@@ -1,0 +1,74 @@
+"""The model card: everything needed to use the weights correctly, stored beside them.
+
+Thresholds, temperature, input size and the preprocessing version live here and nowhere
+in code, so a re-calibration or a new model is a data change, and a worklist row can
+always say which model and threshold scored it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CARD_FILE = "model_card.json"
+WEIGHTS_FILE = "model.keras"
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+
+INTENDED_USE = (
+    "Research and worklist-prioritisation aid for frontal chest radiographs of children "
+    "aged 1-5 years: passive notification that raises suspected pneumonia in the reading "
+    "order. It never removes a case from the reading queue and does not diagnose. "
+    "Not for diagnostic use; not a cleared medical device."
+)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Calibration and decision thresholds, all chosen on the validation split only."""
+
+    temperature: float  # calibrated probability = sigmoid(logit / temperature)
+    threshold: float  # probability at or above which the label is PNEUMONIA
+    urgent_threshold: float  # probability at or above which the priority is URGENT
+    target_sensitivity: float
+    urgent_target_specificity: float
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 < self.threshold <= self.urgent_threshold <= 1.0:
+            raise ValueError(
+                f"need 0 < threshold ({self.threshold}) <= urgent_threshold "
+                f"({self.urgent_threshold}) <= 1"
+            )
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_version: str
+    input_size: int
+    preprocessing_version: str
+    labels: tuple[str, ...]
+    operating_point: OperatingPoint
+    tta: tuple[str, ...] = ()  # test-time augmentations averaged at inference ("identity", ...)
+    intended_use: str = INTENDED_USE
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    validation_metrics: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> Path:
+        path = directory / CARD_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelCard:
+        path = directory / CARD_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no {CARD_FILE} in {directory}: not a cxr-triage model")
+        raw = json.loads(path.read_text())
+        raw["labels"] = tuple(raw["labels"])
+        raw["tta"] = tuple(raw.get("tta", ()))
+        raw["operating_point"] = OperatingPoint(**raw["operating_point"])
+        return cls(**raw)

@@ -1,0 +1,236 @@
+"""Train the CNN on the patient-level split, then calibrate and write a model directory.
+
+The run directory holds ``model.keras`` + ``model_card.json`` (what ``Classifier.load``
+reads), ``history.json``, ``curves.png`` and ``validation_predictions.csv``. Copying the
+first two into ``model/shipped/`` ships the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from scipy.special import expit
+from tqdm import tqdm
+
+from model import dataset
+from model.augment import build_augmenter
+from model.calibration import choose_operating_point
+from model.card import WEIGHTS_FILE, ModelCard
+from model.metrics import classification_metrics
+from model.network import build_model
+from model.plots import plot_training_curves
+from model.preprocess import PREPROCESSING_VERSION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: Path
+    out_dir: Path
+    cache_dir: Path
+    epochs: int = 40
+    batch_size: int = 32
+    input_size: int = 192
+    widths: tuple[int, ...] = (24, 48, 96, 160, 256)
+    dropout: float = 0.3
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    validation_fraction: float = 0.15
+    seed: int = 20261125
+    patience: int = 10
+    target_sensitivity: float = 0.95
+    urgent_target_specificity: float = 0.98
+    max_images: int | None = None  # subsample (stratified by class) for smoke runs
+    steps_per_epoch: int | None = None
+    model_version: str = field(default_factory=lambda: datetime.now(UTC).strftime("cxr-%Y%m%d"))
+
+
+def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> ModelCard:
+    """Run the whole recipe and return the model card written into ``config.out_dir``."""
+    started = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+
+    records = dataset.load_manifest(config.data_dir)
+    if config.max_images:
+        records = _stratified_subsample(records, config.max_images, config.seed)
+    hashes = dataset.content_hashes(records)
+    split = dataset.patient_split(records, hashes, config.validation_fraction, config.seed)
+    log.info("split: %s", json.dumps(split.summary()))
+    train_x = dataset.load_cached_array(split.train, config.input_size, config.cache_dir,
+                                        read_grey, desc="train images")
+    val_x = dataset.load_cached_array(split.validation, config.input_size, config.cache_dir,
+                                      read_grey, desc="validation images")
+    train_y = np.array([r.label for r in split.train], dtype=np.float32)
+    val_y = np.array([r.label for r in split.validation], dtype=np.float32)
+
+    net = build_model(config.input_size, config.widths, config.dropout, config.weight_decay)
+    steps = config.steps_per_epoch or int(np.ceil(len(train_y) / config.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10, decay_steps=steps * config.epochs,
+        warmup_target=config.learning_rate, warmup_steps=steps,
+    )
+    net.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+                 keras.metrics.AUC(from_logits=True, name="auc")],
+    )
+    best_path = config.out_dir / WEIGHTS_FILE
+    fit_started = time.monotonic()
+    history = net.fit(
+        _batches(train_x, train_y, config.batch_size, config.seed, augment=True),
+        validation_data=_batches(val_x, val_y, 64, config.seed, augment=False),
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        class_weight=_balanced_class_weights(train_y),
+        callbacks=[
+            keras.callbacks.ModelCheckpoint(best_path, monitor="val_auc", mode="max",
+                                            save_best_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max",
+                                          patience=config.patience),
+            EpochProgress(config.epochs, steps),
+        ],
+        verbose=0,
+    )
+    fit_seconds = time.monotonic() - fit_started
+
+    best = keras.models.load_model(best_path, compile=False)
+    best.save(best_path)  # ship the weights without the optimizer state
+    val_logits = best.predict(val_x[..., np.newaxis].astype(np.float32) / 255.0,
+                              batch_size=64, verbose=0)[:, 0]
+    point = choose_operating_point(val_logits, val_y, config.target_sensitivity,
+                                   config.urgent_target_specificity)
+    val_probabilities = expit(val_logits / point.temperature)
+    metrics = classification_metrics(val_y.astype(int), val_probabilities, point.threshold,
+                                     bootstrap=1000, seed=config.seed)
+    epochs_run = len(history.history["loss"])
+    best_epoch = int(np.argmax(history.history["val_auc"])) + 1
+    card = ModelCard(
+        model_version=config.model_version,
+        input_size=config.input_size,
+        preprocessing_version=PREPROCESSING_VERSION,
+        labels=dataset.LABELS,
+        operating_point=point,
+        training={
+            "command": shlex.join(["cxr-triage", *sys.argv[1:]]) if sys.argv else "",
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": _jsonable(asdict(config)),
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "fit_wall_seconds": round(fit_seconds, 1),
+            "total_wall_seconds": round(time.monotonic() - started, 1),
+            "train_images_per_second": round(epochs_run * steps * config.batch_size
+                                             / fit_seconds, 1),
+            "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, TF {tf.__version__}",
+            "parameters": int(net.count_params()),
+        },
+        data={
+            "source": "Kermany et al. 2018 pediatric chest X-ray, train folder (+16-image val)",
+            "manifest_sha256": dataset.manifest_sha256(config.data_dir),
+            "split": split.summary(),
+            "validation_fraction": config.validation_fraction,
+        },
+        validation_metrics=metrics,
+    )
+    card.save(config.out_dir)
+    (config.out_dir / "history.json").write_text(json.dumps(history.history, indent=1))
+    plot_training_curves(history.history, config.out_dir / "curves.png")
+    _write_predictions(config.out_dir / "validation_predictions.csv", split.validation,
+                       val_probabilities)
+    return card
+
+
+def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+             augment: bool) -> tf.data.Dataset:
+    """uint8 cache -> float [0, 1] batches; augmented and reshuffled each epoch if training."""
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    if augment:
+        data = data.shuffle(len(y), seed=seed, reshuffle_each_iteration=True).repeat()
+    data = data.batch(batch_size).map(
+        lambda images, labels: (tf.cast(images[..., tf.newaxis], tf.float32) / 255.0, labels)
+    )
+    if augment:
+        augmenter = build_augmenter(seed)
+        data = data.map(lambda images, labels: (augmenter(images, training=True), labels))
+    return data.prefetch(2)
+
+
+def _balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Weights that make both classes contribute equally to the loss (2.9 : 1 imbalance)."""
+    counts = np.bincount(labels.astype(int), minlength=2)
+    return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
+
+
+def _stratified_subsample(records: list[dataset.Record], n: int,
+                          seed: int) -> list[dataset.Record]:
+    rng = np.random.default_rng(seed)
+    chosen: list[dataset.Record] = []
+    for label in (0, 1):
+        pool = [r for r in records if r.label == label]
+        take = min(len(pool), max(2, n // 2))
+        chosen += [pool[i] for i in rng.choice(len(pool), size=take, replace=False)]
+    return chosen
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One tqdm bar per epoch, then a line with the epoch's metrics."""
+
+    def __init__(self, epochs: int, steps: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.steps = steps
+        self.bar: tqdm | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}",
+                        unit="batch", leave=False, mininterval=5)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}",
+                                 refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self.bar is not None:
+            elapsed = self.bar.format_dict["elapsed"]
+            self.bar.close()
+        summary = "  ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items())
+                            if isinstance(v, float))
+        tqdm.write(f"epoch {epoch + 1}/{self.epochs} ({elapsed:.0f}s): {summary}")
+
+
+def _write_predictions(path: Path, records: tuple[dataset.Record, ...],
+                       probabilities: np.ndarray) -> None:
+    lines = ["file,label,probability"]
+    lines += [f"{r.path.name},{dataset.LABELS[r.label]},{p:.6f}"
+              for r, p in zip(records, probabilities, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
