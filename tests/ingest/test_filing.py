@@ -1,0 +1,73 @@
+"""Filing originals: moved, never deleted, never overwritten, across filesystems too."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ingest.filing import (
+    archive_destination,
+    move_into_place,
+    quarantine_destination,
+    quarantine_file,
+    sidecar_path,
+)
+
+SHA = "ab" * 32
+
+
+def test_archive_path_is_dated_and_carries_the_hash(tmp_path: Path) -> None:
+    when = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
+    dest = archive_destination(tmp_path, when, SHA, "study/img.dcm")
+    assert dest == tmp_path / "2026/01/31" / f"{SHA[:16]}_img.dcm"
+
+
+def test_a_taken_name_gets_a_suffix_and_nothing_is_overwritten(tmp_path: Path) -> None:
+    dest = tmp_path / "out" / "a.dcm"
+    dest.parent.mkdir()
+    dest.write_bytes(b"first")
+    source = tmp_path / "a.dcm"
+    source.write_bytes(b"second")
+    final = move_into_place(source, dest)
+    assert final == tmp_path / "out" / "a-1.dcm"
+    assert dest.read_bytes() == b"first" and final.read_bytes() == b"second"
+    assert not source.exists()
+
+
+def test_quarantine_writes_a_sidecar_beside_the_file(tmp_path: Path) -> None:
+    source = tmp_path / "x.dcm"
+    source.write_bytes(b"bad")
+    dest = quarantine_destination(tmp_path / "q", "truncated", SHA, "x.dcm")
+    final = quarantine_file(source, dest, {"reason": "truncated", "worklist_id": 7})
+    assert final.parent == tmp_path / "q" / "truncated"
+    assert json.loads(sidecar_path(final).read_text())["worklist_id"] == 7
+    assert final.read_bytes() == b"bad" and not source.exists()
+
+
+def test_reasons_cannot_escape_the_quarantine(tmp_path: Path) -> None:
+    for reason in ("", "../x", ".hidden"):
+        with pytest.raises(ValueError):
+            quarantine_destination(tmp_path, reason, SHA, "x")
+
+
+def test_a_move_across_filesystems_copies_then_removes(tmp_path: Path) -> None:
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem on this machine")
+    source = other / f"cxr-test-{tmp_path.name}.dcm"
+    source.write_bytes(b"payload")
+    final = move_into_place(source, tmp_path / "archive" / "x.dcm")
+    assert final.read_bytes() == b"payload" and not source.exists()
+    assert not list((tmp_path / "archive").glob(".*"))
+
+
+def test_a_symlink_is_moved_as_a_link_and_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the inbox")
+    link = tmp_path / "link.dcm"
+    link.symlink_to(secret)
+    final = move_into_place(link, tmp_path / "q" / "link.dcm")
+    assert final.is_symlink() and secret.read_text() == "outside the inbox"

@@ -1,0 +1,181 @@
+"""The inbox watcher: a file is handed over once, only after its copy has finished."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.watcher import InboxWatcher, Origin, StabilityTracker, WatchConfig, is_ignored
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_temporary_and_hidden_names_are_ignored(tmp_path: Path) -> None:
+    for name in ("a.part", "b.TMP", ".c.dcm", "d.crdownload", "e~", ".hidden/f.dcm"):
+        assert is_ignored(tmp_path / name, tmp_path), name
+    assert not is_ignored(tmp_path / "study" / "img.dcm", tmp_path)
+    assert is_ignored(tmp_path.parent / "outside.dcm", tmp_path)
+
+
+def test_a_file_is_ready_only_after_the_quiet_period(tmp_path: Path) -> None:
+    clock = Clock()
+    tracker = StabilityTracker(quiet_period_s=2.0, rehand_after_s=100.0, clock=clock)
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"a")
+    tracker.observe(path, Origin.LIVE)
+    clock.now += 1.5
+    assert tracker.ready() == []
+    with path.open("ab") as stream:  # still being written: the clock starts again
+        stream.write(b"b")
+    clock.now += 0.1
+    assert tracker.ready() == []
+    clock.now += 1.95
+    assert tracker.ready() == []
+    clock.now += 0.1
+    assert tracker.ready() == [(path, Origin.LIVE)]
+    tracker.observe(path, Origin.LIVE)  # handed and unchanged: not again
+    clock.now += 10
+    assert tracker.ready() == []
+
+
+def test_a_handed_file_still_present_is_handed_again_after_the_rehand_time(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    tracker = StabilityTracker(quiet_period_s=0.0, rehand_after_s=60.0, clock=clock)
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"a")
+    tracker.observe(path, Origin.BACKFILL)
+    assert tracker.ready() == [(path, Origin.BACKFILL)]
+    clock.now += 59
+    tracker.observe(path, Origin.LIVE)
+    assert tracker.ready() == []
+    clock.now += 2
+    tracker.observe(path, Origin.LIVE)
+    assert tracker.ready() == [(path, Origin.LIVE)]
+
+
+def test_a_vanished_candidate_is_dropped(tmp_path: Path) -> None:
+    clock = Clock()
+    tracker = StabilityTracker(quiet_period_s=1.0, rehand_after_s=60.0, clock=clock)
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"a")
+    tracker.observe(path, Origin.LIVE)
+    path.unlink()
+    clock.now += 5
+    assert tracker.ready() == [] and tracker.pending == 0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Path, Origin, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, path: Path, origin: Origin) -> None:
+        with self.lock:
+            self.calls.append((path, origin, path.stat().st_size))
+
+
+def _run(watcher: InboxWatcher) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,))
+    thread.start()
+    return stop, thread
+
+
+def _wait(condition: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("mode", ["inotify", "polling"])
+def test_a_slowly_written_file_is_handed_once_complete(tmp_path: Path, mode: str) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "old.dcm").write_bytes(b"there before the watcher started")
+    recorder = Recorder()
+    config = WatchConfig(
+        inbox, mode=mode, poll_interval_s=0.2, rescan_interval_s=30, quiet_period_s=0.6
+    )  # type: ignore[arg-type]
+    stop, thread = _run(InboxWatcher(config, recorder))
+    try:
+        _wait(lambda: len(recorder.calls) == 1)
+        assert recorder.calls[0][:2] == (inbox / "old.dcm", Origin.BACKFILL)
+        sub = inbox / "study1"
+        sub.mkdir()
+        target = sub / "slow.dcm"
+        with target.open("wb") as stream:
+            for _ in range(6):  # 6 chunks, 0.25 s apart: never quiet for 0.6 s
+                stream.write(b"x" * 1000)
+                stream.flush()
+                time.sleep(0.25)
+        (inbox / "ignored.part").write_bytes(b"partial")
+        _wait(lambda: len(recorder.calls) == 2)
+        time.sleep(1.0)
+        assert recorder.calls[1] == (target, Origin.LIVE, 6000)
+        assert len(recorder.calls) == 2
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_failed_hand_over_is_retried_and_the_watcher_survives(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    attempts: list[Path] = []
+
+    def flaky(path: Path, origin: Origin) -> None:
+        attempts.append(path)
+        if len(attempts) == 1:
+            raise ConnectionError("database down")
+
+    watcher = InboxWatcher(WatchConfig(inbox, rescan_interval_s=0.5, quiet_period_s=0.1), flaky)
+    watcher.CALLBACK_RETRY_S = 0.3  # type: ignore[misc]
+    stop, thread = _run(watcher)
+    try:
+        time.sleep(0.3)
+        # A file renamed into the inbox; the first hand-over fails (database down) and the
+        # watcher must try again instead of dying or forgetting the file.
+        outside = tmp_path / "staged.dcm"
+        outside.write_bytes(b"data")
+        os.rename(outside, inbox / "staged.dcm")
+        _wait(lambda: len(attempts) >= 1)
+        _wait(lambda: len(attempts) >= 2, timeout_s=5)  # retried after the failure
+        assert attempts[0] == attempts[1] == inbox / "staged.dcm"
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_the_periodic_rescan_finds_what_the_events_missed(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    recorder = Recorder()
+    watcher = InboxWatcher(WatchConfig(inbox, rescan_interval_s=0.5, quiet_period_s=0.1), recorder)
+    watcher._drain_events = lambda: None  # type: ignore[method-assign]  # events lost (SMB)
+    stop, thread = _run(watcher)
+    try:
+        time.sleep(0.2)
+        (inbox / "late.dcm").write_bytes(b"data")
+        _wait(lambda: len(recorder.calls) == 1, timeout_s=5)
+        assert recorder.calls[0][:2] == (inbox / "late.dcm", Origin.LIVE)
+    finally:
+        stop.set()
+        thread.join(10)
