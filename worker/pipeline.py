@@ -121,6 +121,7 @@ class Pipeline:
         unscored: dict[int, Outcome] = {}
         for job in jobs:
             try:
+                job.source.lstat()  # missing: failed below; unreachable share: OSError, retried
                 image, eligibility = load_scorable(job.source)
             except IngestError as error:
                 unscored[job.entry_id] = self._unscored(

@@ -1,0 +1,111 @@
+"""The watcher's callback: one row per content, duplicates quarantined, interrupted moves
+finished, lost tasks sent again."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Status, WorklistEntry, utcnow
+from ingest.watcher import Origin
+from tests.corpus import copy_jpeg, cr_dicom, dataset_jpegs
+from worker.intake import Admission, Intake
+from worker.settings import Settings
+
+
+class Sent(list[tuple[int, Origin]]):
+    def __call__(self, entry_id: int, origin: Origin) -> None:
+        self.append((entry_id, origin))
+
+
+def _intake(settings: Settings, sessions: sessionmaker[Session]) -> tuple[Intake, Sent]:
+    sent = Sent()
+    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    return Intake(settings, sessions, sent), sent
+
+
+def _rows(sessions: sessionmaker[Session]) -> list[WorklistEntry]:
+    with sessions() as session:
+        return list(session.scalars(select(WorklistEntry).order_by(WorklistEntry.id)))
+
+
+def test_a_new_dicom_becomes_one_queued_row_with_its_header(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    intake, sent = _intake(settings, sessions)
+    path = cr_dicom(dataset_jpegs(1)[0], settings.inbox_dir / "a.dcm", AccessionNumber="ACC42")
+    assert intake(path, Origin.LIVE) is Admission.QUEUED
+    (row,) = _rows(sessions)
+    assert sent == [(row.id, Origin.LIVE)]
+    assert row.status is Status.QUEUED and row.accession_number == "ACC42"
+    assert row.source_kind == "dicom" and row.sop_instance_uid and len(row.file_sha256) == 64
+    # handed again while queued: the task may have been lost, so it is sent again
+    assert intake(path, Origin.LIVE) is Admission.REQUEUED
+    assert _rows(sessions)[0].id == row.id and len(_rows(sessions)) == 1
+
+
+def test_the_same_content_under_another_name_is_quarantined_as_a_duplicate(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    intake, sent = _intake(settings, sessions)
+    jpeg = dataset_jpegs(1)[0]
+    first = copy_jpeg(jpeg, settings.inbox_dir / "a.jpeg")
+    second = copy_jpeg(jpeg, settings.inbox_dir / "copy-of-a.jpeg")
+    assert intake(first, Origin.LIVE) is Admission.QUEUED
+    assert intake(second, Origin.LIVE) is Admission.DUPLICATE
+    assert len(_rows(sessions)) == 1 and len(sent) == 1
+    assert not second.exists()
+    (sidecar,) = (settings.quarantine_dir / "duplicate").glob("*.json")
+    content = json.loads(sidecar.read_text())
+    assert content["duplicate_of_worklist_id"] == _rows(sessions)[0].id
+    assert Path(str(sidecar)[: -len(".json")]).read_bytes() == jpeg.read_bytes()
+
+
+def test_a_final_row_whose_original_is_still_in_the_inbox_is_filed(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    intake, sent = _intake(settings, sessions)
+    path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "a.jpeg")
+    intake(path, Origin.LIVE)
+    destination = settings.archive_dir / "2026" / "a.jpeg"
+    with sessions.begin() as session:  # a worker committed, then died before the move
+        row = session.scalars(select(WorklistEntry)).one()
+        row.status, row.archived_path, row.finished_at = Status.DONE, str(destination), utcnow()
+    assert intake(path, Origin.BACKFILL) is Admission.REFILED
+    assert destination.is_file() and not path.exists() and len(sent) == 1
+
+
+def test_a_processing_row_is_left_alone_until_its_claim_is_stale(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    intake, sent = _intake(settings, sessions)
+    path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "a.jpeg")
+    intake(path, Origin.LIVE)
+    with sessions.begin() as session:
+        row = session.scalars(select(WorklistEntry)).one()
+        row.status, row.started_at, row.claim_token = Status.PROCESSING, utcnow(), "t1"
+    assert intake(path, Origin.LIVE) is Admission.WAITING
+    with sessions.begin() as session:
+        row = session.scalars(select(WorklistEntry)).one()
+        row.started_at = utcnow() - timedelta(seconds=settings.requeue_after_s + 1)
+    assert intake(path, Origin.LIVE) is Admission.REQUEUED
+    assert len(sent) == 2
+
+
+def test_a_symlink_is_quarantined_unread_without_a_row(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    intake, sent = _intake(settings, sessions)
+    secret = tmp_path / "etc-shadow"
+    secret.write_text("root:x")
+    link = settings.inbox_dir / "evil.dcm"
+    os.symlink(secret, link)
+    assert intake(link, Origin.LIVE) is Admission.UNSAFE
+    assert not link.is_symlink() and secret.read_text() == "root:x"
+    assert (settings.quarantine_dir / "unsafe_path").is_dir() and _rows(sessions) == []
+    assert sent == []
