@@ -26,7 +26,7 @@ from ingest.greylevels import (
 )
 from ingest.hashing import file_sha256
 from ingest.image import ImageMetadata, SourceImage, SourceKind
-from ingest.limits import checked_file_size
+from ingest.limits import check_pixel_count, checked_file_size
 from ingest.metadata import dicom_metadata, raster_metadata
 from ingest.raster import read_raster_pixels
 from ingest.sniff import Sniffed, sniff
@@ -67,6 +67,9 @@ def _dicom_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
 
 
 def _dicom_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> SourceImage:
+    if metadata.rows is not None and metadata.columns is not None:
+        # Bound the claimed size from the header before Pixel Data is read into memory.
+        check_pixel_count(metadata.rows, metadata.columns, 1, metadata.number_of_frames or 1)
     ds = read_dataset(path, sniffed)
     photometric = photometric_interpretation(ds)
     if not is_supported_photometric(photometric):
