@@ -70,5 +70,10 @@ class IntensityJitter(layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, object]:
-        return {**super().get_config(), "gamma": self.gamma, "contrast": self.contrast,
-                "brightness": self.brightness, "noise_std": self.noise_std}
+        return {
+            **super().get_config(),
+            "gamma": self.gamma,
+            "contrast": self.contrast,
+            "brightness": self.brightness,
+            "noise_std": self.noise_std,
+        }

@@ -24,8 +24,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def threshold_for_sensitivity(probabilities: np.ndarray, labels: np.ndarray,
-                              target: float) -> float:
+def threshold_for_sensitivity(
+    probabilities: np.ndarray, labels: np.ndarray, target: float
+) -> float:
     """The highest threshold whose sensitivity (``p >= t`` called positive) is >= target."""
     positives = np.sort(probabilities[labels == 1])[::-1]
     if positives.size == 0:
@@ -34,8 +35,9 @@ def threshold_for_sensitivity(probabilities: np.ndarray, labels: np.ndarray,
     return float(positives[max(needed, 1) - 1])
 
 
-def threshold_for_specificity(probabilities: np.ndarray, labels: np.ndarray,
-                              target: float) -> float:
+def threshold_for_specificity(
+    probabilities: np.ndarray, labels: np.ndarray, target: float
+) -> float:
     """The lowest threshold whose specificity (negatives below it) is >= target."""
     negatives = np.sort(probabilities[labels == 0])
     if negatives.size == 0:
@@ -46,16 +48,21 @@ def threshold_for_specificity(probabilities: np.ndarray, labels: np.ndarray,
 
 
 def choose_operating_point(
-    logits: np.ndarray, labels: np.ndarray, target_sensitivity: float,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    target_sensitivity: float,
     urgent_target_specificity: float,
 ) -> OperatingPoint:
     temperature = fit_temperature(logits, labels)
     probabilities = expit(logits / temperature)
     threshold = threshold_for_sensitivity(probabilities, labels, target_sensitivity)
-    urgent = max(threshold_for_specificity(probabilities, labels, urgent_target_specificity),
-                 threshold)
+    urgent = max(
+        threshold_for_specificity(probabilities, labels, urgent_target_specificity), threshold
+    )
     return OperatingPoint(
-        temperature=temperature, threshold=threshold, urgent_threshold=min(urgent, 1.0),
+        temperature=temperature,
+        threshold=threshold,
+        urgent_threshold=min(urgent, 1.0),
         target_sensitivity=target_sensitivity,
         urgent_target_specificity=urgent_target_specificity,
     )

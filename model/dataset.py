@@ -46,8 +46,11 @@ class Split:
                 "patients": len({r.patient_id for r in records}),
             }
 
-        return {"seed": self.seed, "train": describe(self.train),
-                "validation": describe(self.validation)}
+        return {
+            "seed": self.seed,
+            "train": describe(self.train),
+            "validation": describe(self.validation),
+        }
 
 
 def load_manifest(data_dir: Path) -> list[Record]:
@@ -59,8 +62,9 @@ def load_manifest(data_dir: Path) -> list[Record]:
     with manifest.open(newline="") as f:
         for row in csv.DictReader(f):
             path = data_dir / row["split"] / row["label"] / row["filename"]
-            records.append(Record(path, LABELS.index(row["label"]), row["patient_id"],
-                                  row["split"]))
+            records.append(
+                Record(path, LABELS.index(row["label"]), row["patient_id"], row["split"])
+            )
     return records
 
 
@@ -105,8 +109,9 @@ def patient_split(
         raise ValueError(f"validation_fraction must be in [0.05, 0.5], got {validation_fraction}")
     pool = [i for i, r in enumerate(records) if r.folder_split == "train"]
     groups = split_groups(records, hashes)
-    folds = StratifiedGroupKFold(n_splits=round(1 / validation_fraction), shuffle=True,
-                                 random_state=seed)
+    folds = StratifiedGroupKFold(
+        n_splits=round(1 / validation_fraction), shuffle=True, random_state=seed
+    )
     _, held = next(folds.split(pool, [records[i].label for i in pool], [groups[i] for i in pool]))
     held_out = {pool[j] for j in held}
     train = tuple(records[i] for i in pool if i not in held_out)
@@ -118,8 +123,10 @@ def patient_split(
 
 
 def _check_disjoint(
-    train: Sequence[Record], validation: Sequence[Record],
-    records: Sequence[Record], hashes: Sequence[str],
+    train: Sequence[Record],
+    validation: Sequence[Record],
+    records: Sequence[Record],
+    hashes: Sequence[str],
 ) -> None:
     digest_of = {r.path: h for r, h in zip(records, hashes, strict=True)}
     shared_patients = {r.patient_id for r in train} & {r.patient_id for r in validation}

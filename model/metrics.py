@@ -20,8 +20,12 @@ HEADLINE = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "roc_a
 
 
 def classification_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float,
-    bootstrap: int = 1000, seed: int = 0, ece_bins: int = 10,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    ece_bins: int = 10,
 ) -> dict[str, Any]:
     """Metrics of ``probability >= threshold`` against ``labels`` (1 = pneumonia).
 
@@ -45,8 +49,9 @@ def classification_metrics(
     return result
 
 
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
-                               bins: int = 10) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = 10
+) -> float:
     """Mean |observed frequency - mean probability| over equal-width bins, weighted by count."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
@@ -74,8 +79,9 @@ def _point(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> d
         "npv": _ratio(tn, tn + fn),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "roc_auc": float(roc_auc_score(labels, probabilities)) if both_classes else float("nan"),
-        "pr_auc": (float(average_precision_score(labels, probabilities))
-                   if both_classes else float("nan")),
+        "pr_auc": (
+            float(average_precision_score(labels, probabilities)) if both_classes else float("nan")
+        ),
     }
 
 
@@ -83,13 +89,16 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
-def _bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
-                         rounds: int, seed: int) -> dict[str, list[float]]:
+def _bootstrap_intervals(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, rounds: int, seed: int
+) -> dict[str, list[float]]:
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {name: [] for name in HEADLINE}
     for _ in range(rounds):
         idx = rng.integers(0, labels.size, labels.size)
         for name, value in _point(labels[idx], probabilities[idx], threshold).items():
             samples[name].append(value)
-    return {name: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
-            for name, v in samples.items()}
+    return {
+        name: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        for name, v in samples.items()
+    }

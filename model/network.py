@@ -31,8 +31,13 @@ def build_model(
     # Centre the [0, 1] input roughly (grey levels after the percentile stretch).
     x = layers.Rescaling(scale=4.0, offset=-2.0, name="centre")(inputs)
     x = layers.Conv2D(
-        widths[0], 5, strides=2, padding="same", use_bias=False,
-        kernel_regularizer=regularizer, name="stem_conv",
+        widths[0],
+        5,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=regularizer,
+        name="stem_conv",
     )(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
@@ -49,19 +54,33 @@ def _residual_stage(
 ) -> keras.KerasTensor:
     """Two separable 3x3 convolutions, the first strided by 2, around a projected shortcut."""
     shortcut = layers.Conv2D(
-        width, 1, strides=2, padding="same", use_bias=False,
-        kernel_regularizer=regularizer, name=f"{name}_proj",
+        width,
+        1,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=regularizer,
+        name=f"{name}_proj",
     )(x)
     shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
     y = layers.SeparableConv2D(
-        width, 3, strides=2, padding="same", use_bias=False,
-        pointwise_regularizer=regularizer, name=f"{name}_conv1",
+        width,
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        pointwise_regularizer=regularizer,
+        name=f"{name}_conv1",
     )(x)
     y = layers.BatchNormalization(name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.SeparableConv2D(
-        width, 3, padding="same", use_bias=False,
-        pointwise_regularizer=regularizer, name=f"{name}_conv2",
+        width,
+        3,
+        padding="same",
+        use_bias=False,
+        pointwise_regularizer=regularizer,
+        name=f"{name}_conv2",
     )(y)
     y = layers.BatchNormalization(name=f"{name}_bn2")(y)
     y = layers.Add(name=f"{name}_add")([shortcut, y])

@@ -70,24 +70,30 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     hashes = dataset.content_hashes(records)
     split = dataset.patient_split(records, hashes, config.validation_fraction, config.seed)
     log.info("split: %s", json.dumps(split.summary()))
-    train_x = dataset.load_cached_array(split.train, config.input_size, config.cache_dir,
-                                        read_grey, desc="train images")
-    val_x = dataset.load_cached_array(split.validation, config.input_size, config.cache_dir,
-                                      read_grey, desc="validation images")
+    train_x = dataset.load_cached_array(
+        split.train, config.input_size, config.cache_dir, read_grey, desc="train images"
+    )
+    val_x = dataset.load_cached_array(
+        split.validation, config.input_size, config.cache_dir, read_grey, desc="validation images"
+    )
     train_y = np.array([r.label for r in split.train], dtype=np.float32)
     val_y = np.array([r.label for r in split.validation], dtype=np.float32)
 
     net = build_model(config.input_size, config.widths, config.dropout, config.weight_decay)
     steps = config.steps_per_epoch or int(np.ceil(len(train_y) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 10, decay_steps=steps * config.epochs,
-        warmup_target=config.learning_rate, warmup_steps=steps,
+        initial_learning_rate=config.learning_rate / 10,
+        decay_steps=steps * config.epochs,
+        warmup_target=config.learning_rate,
+        warmup_steps=steps,
     )
     net.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
-                 keras.metrics.AUC(from_logits=True, name="auc")],
+        metrics=[
+            keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+            keras.metrics.AUC(from_logits=True, name="auc"),
+        ],
     )
     best_path = config.out_dir / WEIGHTS_FILE
     fit_started = time.monotonic()
@@ -95,13 +101,13 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
         _batches(train_x, train_y, config.batch_size, config.seed, augment=True),
         validation_data=_batches(val_x, val_y, 64, config.seed, augment=False),
         epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
+        steps_per_epoch=steps,
         class_weight=_balanced_class_weights(train_y),
         callbacks=[
-            keras.callbacks.ModelCheckpoint(best_path, monitor="val_auc", mode="max",
-                                            save_best_only=True),
-            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max",
-                                          patience=config.patience),
+            keras.callbacks.ModelCheckpoint(
+                best_path, monitor="val_auc", mode="max", save_best_only=True
+            ),
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience),
             EpochProgress(config.epochs, steps),
         ],
         verbose=0,
@@ -110,13 +116,16 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
 
     best = keras.models.load_model(best_path, compile=False)
     best.save(best_path)  # ship the weights without the optimizer state
-    val_logits = best.predict(val_x[..., np.newaxis].astype(np.float32) / 255.0,
-                              batch_size=64, verbose=0)[:, 0]
-    point = choose_operating_point(val_logits, val_y, config.target_sensitivity,
-                                   config.urgent_target_specificity)
+    val_logits = best.predict(
+        val_x[..., np.newaxis].astype(np.float32) / 255.0, batch_size=64, verbose=0
+    )[:, 0]
+    point = choose_operating_point(
+        val_logits, val_y, config.target_sensitivity, config.urgent_target_specificity
+    )
     val_probabilities = expit(val_logits / point.temperature)
-    metrics = classification_metrics(val_y.astype(int), val_probabilities, point.threshold,
-                                     bootstrap=1000, seed=config.seed)
+    metrics = classification_metrics(
+        val_y.astype(int), val_probabilities, point.threshold, bootstrap=1000, seed=config.seed
+    )
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmax(history.history["val_auc"])) + 1
     card = ModelCard(
@@ -133,8 +142,9 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
             "best_epoch": best_epoch,
             "fit_wall_seconds": round(fit_seconds, 1),
             "total_wall_seconds": round(time.monotonic() - started, 1),
-            "train_images_per_second": round(epochs_run * steps * config.batch_size
-                                             / fit_seconds, 1),
+            "train_images_per_second": round(
+                epochs_run * steps * config.batch_size / fit_seconds, 1
+            ),
             "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, TF {tf.__version__}",
             "parameters": int(net.count_params()),
         },
@@ -149,13 +159,15 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     card.save(config.out_dir)
     (config.out_dir / "history.json").write_text(json.dumps(history.history, indent=1))
     plot_training_curves(history.history, config.out_dir / "curves.png")
-    _write_predictions(config.out_dir / "validation_predictions.csv", split.validation,
-                       val_probabilities)
+    _write_predictions(
+        config.out_dir / "validation_predictions.csv", split.validation, val_probabilities
+    )
     return card
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-             augment: bool) -> tf.data.Dataset:
+def _batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool
+) -> tf.data.Dataset:
     """uint8 cache -> float [0, 1] batches; augmented and reshuffled each epoch if training."""
     data = tf.data.Dataset.from_tensor_slices((x, y))
     if augment:
@@ -175,8 +187,7 @@ def _balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
 
 
-def _stratified_subsample(records: list[dataset.Record], n: int,
-                          seed: int) -> list[dataset.Record]:
+def _stratified_subsample(records: list[dataset.Record], n: int, seed: int) -> list[dataset.Record]:
     rng = np.random.default_rng(seed)
     chosen: list[dataset.Record] = []
     for label in (0, 1):
@@ -196,29 +207,39 @@ class EpochProgress(keras.callbacks.Callback):
         self.bar: tqdm | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}",
-                        unit="batch", leave=False, mininterval=5)
+        self.bar = tqdm(
+            total=self.steps,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            mininterval=5,
+        )
 
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}",
-                                 refresh=False)
+            self.bar.set_postfix(
+                loss=f"{(logs or {}).get('loss', float('nan')):.3f}", refresh=False
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self.bar is not None:
             elapsed = self.bar.format_dict["elapsed"]
             self.bar.close()
-        summary = "  ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items())
-                            if isinstance(v, float))
+        summary = "  ".join(
+            f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float)
+        )
         tqdm.write(f"epoch {epoch + 1}/{self.epochs} ({elapsed:.0f}s): {summary}")
 
 
-def _write_predictions(path: Path, records: tuple[dataset.Record, ...],
-                       probabilities: np.ndarray) -> None:
+def _write_predictions(
+    path: Path, records: tuple[dataset.Record, ...], probabilities: np.ndarray
+) -> None:
     lines = ["file,label,probability"]
-    lines += [f"{r.path.name},{dataset.LABELS[r.label]},{p:.6f}"
-              for r, p in zip(records, probabilities, strict=True)]
+    lines += [
+        f"{r.path.name},{dataset.LABELS[r.label]},{p:.6f}"
+        for r, p in zip(records, probabilities, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -6,14 +6,21 @@ commands (``worklist``, ``status``) start in a fraction of a second.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from worker.cli.app import app
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from model.predict import Classifier
+    from model.prediction import Prediction
 
 DEFAULT_CACHE = Path.home() / ".cache" / "cxr-triage"
 
@@ -88,7 +95,8 @@ def train(
     """
     _quiet_tensorflow()
     from ingest import read_image
-    from model.train import TrainConfig, train as run_training
+    from model.train import TrainConfig
+    from model.train import train as run_training
 
     config = TrainConfig(
         data_dir=data,
@@ -105,8 +113,9 @@ def train(
         urgent_target_specificity=urgent_specificity,
         max_images=max_images,
         steps_per_epoch=steps_per_epoch,
-        **({"model_version": model_version} if model_version else {}),
     )
+    if model_version:
+        config = dataclasses.replace(config, model_version=model_version)
     card = run_training(config, lambda path: read_image(path).pixels)
     m = card.validation_metrics
     typer.echo(
@@ -121,3 +130,148 @@ def _quiet_tensorflow() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+ModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Model directory (model.keras + model_card.json). Default: "
+        "CXR_MODEL_PATH, else the model shipped with cxr-triage.",
+    ),
+]
+
+
+@app.command(rich_help_panel="Model")
+def evaluate(
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Folder with NORMAL/ and PNEUMONIA/ subfolders of JPEG, PNG or DICOM files.",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Where metrics.json, report.md and the plots go.")],
+    model: ModelOption = None,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap rounds for the 95 % intervals (0: none).")
+    ] = 2000,
+) -> None:
+    """Evaluate the model on labelled images: metrics with 95 % intervals, plots, report.
+
+    Files are read exactly as the worker reads them; files the worker would refuse (a
+    lateral view, a CT, a broken file) are counted in ``n_rejected`` and not scored.
+    This is how a hospital validates the model on its own data before go-live.
+    """
+    _quiet_tensorflow()
+    from ingest import load_scorable
+    from model.evaluate import evaluate_folder
+
+    classifier = _load_classifier(model)
+    metrics = evaluate_folder(
+        classifier, data, out, lambda p: load_scorable(p)[0].pixels, bootstrap=bootstrap
+    )
+    typer.echo(
+        f"n={metrics['n']} (rejected {metrics['n_rejected']}): accuracy {metrics['accuracy']:.4f}"
+        f", sensitivity {metrics['sensitivity']:.4f}, specificity {metrics['specificity']:.4f}, "
+        f"ROC AUC {metrics['roc_auc']:.4f}; wrote {out / 'metrics.json'} and {out / 'report.md'}"
+    )
+
+
+@app.command(rich_help_panel="Model")
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="Images to score (DICOM, JPEG, PNG).")],
+    model: ModelOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per file, in a JSON list.")
+    ] = False,
+    heatmap: Annotated[
+        Path | None,
+        typer.Option(help="Write a Grad-CAM overlay PNG per scored file into this folder."),
+    ] = None,
+) -> None:
+    """Score files through the same loading path as the worker: probability, label, priority.
+
+    A file the worker would refuse is reported with its reason (exit code 1 if any file
+    was refused). Not for diagnostic use.
+    """
+    import json
+
+    _quiet_tensorflow()
+    from ingest import IngestError, load_scorable
+
+    classifier = _load_classifier(model)
+    results: list[dict[str, object]] = []
+    for path in files:
+        try:
+            image, eligibility = load_scorable(path)
+        except IngestError as error:
+            results.append(
+                {
+                    "file": str(path),
+                    "status": "rejected",
+                    "reason": str(error.reason),
+                    "message": error.message,
+                }
+            )
+            continue
+        result = classifier.predict([image.pixels])[0]
+        entry: dict[str, object] = {
+            "file": str(path),
+            "status": "scored",
+            "probability": result.probability,
+            "label": str(result.label),
+            "priority": str(result.priority),
+            "threshold": result.threshold,
+            "model_version": result.model_version,
+            "flags": list(eligibility.flags),
+        }
+        if heatmap is not None:
+            entry["heatmap"] = str(_write_heatmap(classifier, image.pixels, result, path, heatmap))
+        results.append(entry)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        for entry in results:
+            if entry["status"] == "scored":
+                typer.echo(
+                    f"{entry['file']}: {entry['probability']:.4f} {entry['label']} "
+                    f"[{entry['priority']}]"
+                    + (
+                        f" flags={','.join(entry['flags'])}"  # type: ignore[arg-type]
+                        if entry["flags"]
+                        else ""
+                    )
+                )
+            else:
+                typer.echo(f"{entry['file']}: rejected ({entry['reason']}): {entry['message']}")
+    if any(entry["status"] != "scored" for entry in results):
+        raise typer.Exit(1)
+
+
+def _load_classifier(model: Path | None) -> Classifier:
+    from model.predict import Classifier
+    from worker.settings import get_settings
+
+    try:
+        return Classifier.load(model or get_settings().model_path)
+    except (FileNotFoundError, ValueError) as error:
+        raise typer.BadParameter(str(error), param_hint="--model") from error
+
+
+def _write_heatmap(
+    classifier: Classifier, grey: np.ndarray, result: Prediction, source: Path, out_dir: Path
+) -> Path:
+    from model.gradcam import grad_cam
+    from model.overlay import overlay_heatmap
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cam = grad_cam(classifier.network, classifier.inputs([grey])[0])
+    caption = (
+        f"P(pneumonia)={result.probability:.3f} {result.label} [{result.priority}] "
+        f"{result.model_version} - not for diagnostic use"
+    )
+    target = out_dir / f"{source.stem}.heatmap.png"
+    overlay_heatmap(grey, cam, caption).save(target)
+    return target

@@ -1,0 +1,41 @@
+"""Render a Grad-CAM heatmap over the radiograph, as a reviewer would want to see it."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+
+
+def overlay_heatmap(
+    grey: np.ndarray,
+    heatmap: np.ndarray,
+    caption: str | None = None,
+    alpha: float = 0.4,
+    max_side: int = 1024,
+) -> Image.Image:
+    """RGB image: the display-level radiograph with the heatmap (jet) blended on top.
+
+    ``grey`` is display grey levels (0..255), any size; the heatmap (values in [0, 1]) is
+    stretched over the whole image, matching the squash of the model's preprocessing. Weak
+    evidence (< 0.2) stays transparent so the anatomy underneath is readable.
+    """
+    base = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), mode="L")
+    scale = min(1.0, max_side / max(base.size))
+    if scale < 1.0:
+        base = base.resize(
+            (round(base.width * scale), round(base.height * scale)), Image.Resampling.BILINEAR
+        )
+    heat_image = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), mode="L")
+    heat_image = heat_image.resize(base.size, Image.Resampling.BILINEAR)
+    heat = np.asarray(heat_image, dtype=np.float32) / 255
+    colours = colormaps["jet"](heat)[..., :3]
+    weight = (alpha * np.clip((heat - 0.2) / 0.8, 0, 1))[..., np.newaxis]
+    rgb = np.asarray(base.convert("RGB"), dtype=np.float32) / 255
+    mixed = (1 - weight) * rgb + weight * colours
+    blended = Image.fromarray((mixed * 255).astype(np.uint8))
+    if caption:
+        draw = ImageDraw.Draw(blended)
+        draw.rectangle((0, 0, blended.width, 22), fill=(0, 0, 0))
+        draw.text((6, 5), caption, fill=(255, 255, 0))
+    return blended

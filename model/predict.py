@@ -1,0 +1,92 @@
+"""Load a model directory and score display-level grey images.
+
+``Classifier.load()`` reads ``model.keras`` + ``model_card.json`` (the shipped model by
+default); ``predict`` applies the one preprocessing function, the network, the card's
+temperature and thresholds. The worker builds one Classifier per process, after fork.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit
+
+from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard
+from model.prediction import Label, Prediction, Priority
+from model.preprocess import PREPROCESSING_VERSION, preprocess
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+
+
+class Classifier:
+    """A trained network plus its model card; deterministic for a given input."""
+
+    def __init__(self, network: keras.Model, card: ModelCard) -> None:
+        if card.preprocessing_version != PREPROCESSING_VERSION:
+            raise ValueError(
+                f"model expects preprocessing {card.preprocessing_version!r}, this code "
+                f"implements {PREPROCESSING_VERSION!r}"
+            )
+        self.network = network
+        self.card = card
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Classifier:
+        """Load a model directory (``None``: the model shipped in ``model/shipped/``)."""
+        directory = Path(path) if path is not None else SHIPPED_DIR
+        if directory.is_file():  # accept the .keras file itself
+            directory = directory.parent
+        card = ModelCard.load(directory)
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} not found beside {directory / 'model_card.json'}")
+        return cls(keras.models.load_model(weights, compile=False), card)
+
+    @property
+    def version(self) -> str:
+        return self.card.model_version
+
+    def inputs(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The batch the network sees: ``(N, S, S, 1)`` float32."""
+        size = self.card.input_size
+        return (
+            np.stack([preprocess(image, size) for image in images])
+            if images
+            else (np.zeros((0, size, size, 1), dtype=np.float32))
+        )
+
+    def logits(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        batch = self.inputs(images)
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self.network.predict_on_batch(batch))[:, 0]
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Calibrated P(pneumonia) per image."""
+        return expit(self.logits(images) / self.card.operating_point.temperature)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        return [self.decide(float(p)) for p in self.probabilities(images)]
+
+    def decide(self, probability: float) -> Prediction:
+        """Label and priority for one calibrated probability, from the card's thresholds."""
+        point = self.card.operating_point
+        if probability >= point.urgent_threshold:
+            priority = Priority.URGENT
+        elif probability >= point.threshold:
+            priority = Priority.SUSPECT
+        else:
+            priority = Priority.ROUTINE
+        label = Label.PNEUMONIA if probability >= point.threshold else Label.NORMAL
+        return Prediction(
+            probability=probability,
+            label=label,
+            priority=priority,
+            threshold=point.threshold,
+            model_version=self.version,
+        )

@@ -1,0 +1,49 @@
+"""Temperature scaling and thresholds picked from validation scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from model.calibration import (
+    choose_operating_point,
+    fit_temperature,
+    threshold_for_sensitivity,
+    threshold_for_specificity,
+)
+
+
+def test_temperature_recovers_the_scale_of_overconfident_logits() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 20000)
+    labels = (rng.uniform(size=true_logits.size) < expit(true_logits)).astype(float)
+    assert fit_temperature(true_logits * 3.0, labels) == pytest.approx(3.0, rel=0.05)
+
+
+def test_sensitivity_threshold_is_the_highest_that_still_reaches_the_target() -> None:
+    probs = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
+    labels = np.ones(10)
+    t = threshold_for_sensitivity(probs, labels, 0.8)
+    assert t == pytest.approx(0.3)
+    assert np.mean(probs >= t) >= 0.8
+    assert np.mean(probs >= np.nextafter(t, 1)) < 0.8
+
+
+def test_specificity_threshold_keeps_the_required_share_of_negatives_below_it() -> None:
+    probs = np.linspace(0.0, 0.99, 100)
+    labels = np.zeros(100)
+    t = threshold_for_specificity(probs, labels, 0.98)
+    assert np.mean(probs < t) >= 0.98
+    assert np.mean(probs < probs[97]) < 0.98 or t <= probs[98]
+
+
+def test_operating_point_orders_thresholds_and_meets_its_targets_on_its_own_data() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(300), np.ones(700)]
+    logits = np.r_[rng.normal(-2, 1.5, 300), rng.normal(2.5, 1.5, 700)]
+    point = choose_operating_point(logits, labels, 0.95, 0.98)
+    probs = expit(logits / point.temperature)
+    assert point.threshold <= point.urgent_threshold
+    assert np.mean(probs[labels == 1] >= point.threshold) >= 0.95
+    assert np.mean(probs[labels == 0] < point.urgent_threshold) >= 0.98
