@@ -30,7 +30,7 @@ from pydantic_settings import (
 
 ENV_PREFIX = "CXR_"
 SETTINGS_FILE_VARIABLE = "CXR_SETTINGS_FILE"
-SECRET_FIELDS = frozenset({"flower_basic_auth"})
+SECRET_FIELDS = frozenset({"flower_basic_auth", "web_password", "web_session_secret"})
 URL_FIELDS = frozenset({"database_url", "broker_url"})
 
 WatchMode = Literal["inotify", "polling"]
@@ -110,6 +110,31 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # -- results back to PACS (pacs/): DICOM SR + SC per scored DICOM, optionally C-STORE
+    outbox: Path | None = Field(default=None, description="SR/SC files (data_dir/outbox)")
+    overlays: Path | None = Field(
+        default=None, description="Heatmap overlay PNGs for the review page (data_dir/overlays)"
+    )
+    pacs_host: str | None = Field(default=None, description="C-STORE SR/SC here; None = don't")
+    pacs_port: int = Field(default=104, ge=1, le=65535)
+    pacs_ae_title: str = Field(default="PACS", max_length=16, description="Called AE title")
+    pacs_calling_ae_title: str = Field(default="CXR_TRIAGE", max_length=16)
+    pacs_timeout_s: float = Field(default=30.0, gt=0, description="Connect/ACSE/DIMSE timeout")
+
+    # -- review page (web/): one reader account from the environment
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=1, le=65535)
+    web_username: str = Field(default="reader", max_length=64)
+    web_password: SecretStr | None = Field(
+        default=None, description="The web page refuses to start without it (environment only)"
+    )
+    web_session_secret: SecretStr | None = Field(
+        default=None, description="Signs login cookies; default: random per start"
+    )
+
+    # -- worker metrics (worker/metrics.py): Prometheus text format on this port
+    metrics_port: int | None = Field(default=9808, ge=1, le=65535, description="None = off")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -177,6 +202,14 @@ class Settings(BaseSettings):
     @property
     def broker_folder(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return (self.outbox or self.data_dir / "outbox").expanduser().resolve()
+
+    @property
+    def overlay_dir(self) -> Path:
+        return (self.overlays or self.data_dir / "overlays").expanduser().resolve()
 
 
 class SettingsFileSource(DotEnvSettingsSource):

@@ -1,0 +1,123 @@
+"""C-STORE the results to the configured PACS (pynetdicom SCU), with timeouts and clear errors.
+
+One association per call, one presentation context per SOP Class sent (the file's own
+transfer syntax, plus Explicit and Implicit VR Little Endian so any Storage SCP accepts
+it). A refused or unreachable PACS and a failed store are :class:`StoreError`; warning
+statuses (PS3.4 B.2.3: coercion, elements discarded) count as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+log = logging.getLogger(__name__)
+
+AE_TITLE_MAX_LENGTH = 16  # PS3.5 VR AE
+WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
+
+
+class StorePriority(IntEnum):
+    """PS3.7 9.1.1.1: the C-STORE request's Priority."""
+
+    MEDIUM = 0
+    HIGH = 1
+    LOW = 2
+
+
+class StoreError(RuntimeError):
+    """The PACS did not take the results; the message says where and why (no patient data)."""
+
+
+@dataclass(frozen=True)
+class PacsNode:
+    """Where the results go: the PACS's Storage SCP and our own AE title."""
+
+    host: str
+    port: int
+    called_ae_title: str
+    calling_ae_title: str = "CXR_TRIAGE"
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("called_ae_title", "calling_ae_title"):
+            title = getattr(self, name)
+            if not title.strip() or len(title) > AE_TITLE_MAX_LENGTH or "\\" in title:
+                raise ValueError(f"{name} {title!r} is not a valid AE title (1-16 characters)")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is out of range")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+
+    def __str__(self) -> str:
+        return f"{self.called_ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Stored:
+    path: Path
+    sop_instance_uid: str
+    status: int  # 0x0000 success, or a warning status
+
+
+def send(
+    paths: Sequence[Path], node: PacsNode, priority: StorePriority = StorePriority.MEDIUM
+) -> list[Stored]:
+    """C-STORE every file in ``paths`` to ``node`` over one association.
+
+    Raises :class:`StoreError` if the association cannot be made or any store fails;
+    files stored before the failure stay stored (C-STORE is idempotent per SOP Instance UID,
+    so sending them all again is safe).
+    """
+    datasets = [(path, pydicom.dcmread(path)) for path in paths]
+    if not datasets:
+        return []
+    ae = AE(ae_title=node.calling_ae_title)
+    ae.connection_timeout = node.timeout_s
+    ae.acse_timeout = node.timeout_s
+    ae.dimse_timeout = node.timeout_s
+    ae.network_timeout = node.timeout_s
+    for sop_class, syntax in sorted({_context(ds) for _, ds in datasets}):
+        syntaxes = list(dict.fromkeys([syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        ae.add_requested_context(sop_class, syntaxes)
+    association = ae.associate(node.host, node.port, ae_title=node.called_ae_title)
+    if not association.is_established:
+        if association.is_rejected:
+            raise StoreError(f"{node} rejected the association (check both AE titles)")
+        raise StoreError(
+            f"{node} could not be reached or aborted the association within "
+            f"{node.timeout_s:g} s (check host, port and that the PACS is up)"
+        )
+    stored: list[Stored] = []
+    try:
+        for message_id, (path, dataset) in enumerate(datasets, start=1):
+            status = association.send_c_store(dataset, msg_id=message_id, priority=priority)
+            code = _status_code(status)
+            if code is None:
+                raise StoreError(f"{node}: no response storing {path.name} (timeout or abort)")
+            if code != 0x0000 and code not in WARNING_STATUSES:
+                raise StoreError(f"{node} refused {path.name}: status 0x{code:04X}")
+            if code:
+                log.warning("%s stored %s with warning status 0x%04X", node, path.name, code)
+            stored.append(Stored(path, str(dataset.SOPInstanceUID), code))
+    finally:
+        if association.is_established:
+            association.release()
+    log.info("stored %d result object(s) on %s", len(stored), node)
+    return stored
+
+
+def _context(dataset: Dataset) -> tuple[str, str]:
+    return str(dataset.SOPClassUID), str(dataset.file_meta.TransferSyntaxUID)
+
+
+def _status_code(status: Dataset) -> int | None:
+    return int(status.Status) if "Status" in status else None

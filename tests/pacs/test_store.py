@@ -1,0 +1,128 @@
+"""C-STORE to a real pynetdicom Storage SCP started by the test on a free localhost port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacs.outbox import write_results
+from pacs.store import PacsNode, StoreError, StorePriority, send
+from tests.pacs.conftest import PATIENT_ID, URGENT
+
+SCP_AE_TITLE = "TEST_PACS"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class StorageSCP:
+    port: int
+    server: ThreadedAssociationServer
+    status: int = 0x0000
+    received: list[Dataset] = field(default_factory=list)
+    priorities: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def node(self, **overrides: object) -> PacsNode:
+        values: dict[str, object] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "called_ae_title": SCP_AE_TITLE,
+            "timeout_s": 5.0,
+        }
+        values.update(overrides)
+        return PacsNode(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def scp() -> Iterator[StorageSCP]:
+    ae = AE(ae_title=SCP_AE_TITLE)
+    ae.supported_contexts = StoragePresentationContexts
+    ae.require_called_aet = True
+    port = free_port()
+    holder: dict[str, StorageSCP] = {}
+
+    def on_store(event: evt.Event) -> int:
+        scp = holder["scp"]
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        with scp.lock:
+            scp.received.append(dataset)
+            scp.priorities.append(int(event.request.Priority))
+        return scp.status
+
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    holder["scp"] = StorageSCP(port, server)
+    try:
+        yield holder["scp"]
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def results(source_file: Path, overlay, tmp_path: Path) -> list[Path]:
+    return write_results(source_file, URGENT, overlay, tmp_path / "outbox")
+
+
+def test_sr_and_sc_arrive_intact(scp, results):
+    stored = send(results, scp.node(), StorePriority.HIGH)
+    assert [s.status for s in stored] == [0, 0]
+    assert len(scp.received) == 2
+    sent = [pydicom.dcmread(p) for p in results]
+    by_uid = {ds.SOPInstanceUID: ds for ds in scp.received}
+    assert set(by_uid) == {ds.SOPInstanceUID for ds in sent}
+    for original in sent:
+        arrived = by_uid[original.SOPInstanceUID]
+        assert arrived.SOPClassUID == original.SOPClassUID
+        assert arrived.StudyInstanceUID == original.StudyInstanceUID
+        assert arrived.PatientID == PATIENT_ID
+    sc = next(ds for ds in sent if "PixelData" in ds)
+    np.testing.assert_array_equal(by_uid[sc.SOPInstanceUID].pixel_array, sc.pixel_array)
+    assert scp.priorities == [StorePriority.HIGH, StorePriority.HIGH]
+
+
+def test_wrong_called_ae_title_is_a_clear_error(scp, results):
+    with pytest.raises(StoreError, match=r"WRONG_AE@127\.0\.0\.1:\d+ rejected"):
+        send(results, scp.node(called_ae_title="WRONG_AE"))
+    assert scp.received == []
+
+
+def test_a_closed_port_is_a_clear_error_within_the_timeout(results):
+    node = PacsNode("127.0.0.1", free_port(), SCP_AE_TITLE, timeout_s=2.0)
+    with pytest.raises(StoreError, match="could not be reached"):
+        send(results, node)
+
+
+def test_a_failure_status_is_a_store_error(scp, results):
+    scp.status = 0xA700  # Out of Resources
+    with pytest.raises(StoreError, match="0xA700"):
+        send(results, scp.node())
+
+
+def test_a_warning_status_counts_as_stored(scp, results):
+    scp.status = 0xB000  # Coercion of Data Elements
+    stored = send(results, scp.node())
+    assert [s.status for s in stored] == [0xB000, 0xB000]
+
+
+def test_invalid_ae_titles_are_refused_before_connecting():
+    with pytest.raises(ValueError, match="AE title"):
+        PacsNode("127.0.0.1", 104, "A_TITLE_LONGER_THAN_16")
+    with pytest.raises(ValueError, match="AE title"):
+        PacsNode("127.0.0.1", 104, "   ")

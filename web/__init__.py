@@ -1,0 +1,7 @@
+"""The reading room's review page: the worklist in reading order, with a review action.
+
+:func:`web.app.create_app` builds the FastAPI application (server-rendered Jinja2 pages and
+a JSON API, both behind a login); ``cxr-triage web`` serves it. The page never imports
+TensorFlow: heatmap thumbnails are the overlay PNGs the worker stored
+(:mod:`web.overlays`), or the plain radiograph.
+"""
