@@ -1,0 +1,159 @@
+"""End-to-end throughput and latency of the worker on Redis + PostgreSQL, next to the bare
+decode+model throughput on the same machine.
+
+    python bench/bench_pipeline.py --n 500 [--model DIR]
+
+1. bare: ``load_scorable`` + ``Classifier.predict`` in batches of ``CXR_BATCH_SIZE`` (8), one
+   process, all cores: the ceiling.
+2. pipeline: a throwaway PostgreSQL database and Redis db 14, ``cxr-triage watch`` and
+   ``cxr-triage worker --concurrency 2``; N distinct dataset JPEGs dropped at once.
+   files/s = N / (last finished_at - first received_at); latency = finished_at - received_at
+   (received_at is when the watcher found the file stable).
+3. idle: single files dropped one at a time on the idle system; latency p95.
+
+Without ``--model`` and without a shipped model it uses an untrained network of the shipped
+architecture (same compute, meaningless scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis
+
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.ingest.dicom_factory import data_dir
+from tests.processes import all_final, cli, rows, running, service_env, wait_until
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def model_directory(requested: str | None, scratch: Path) -> Path:
+    from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard, OperatingPoint
+
+    if requested:
+        return Path(requested)
+    if (SHIPPED_DIR / "model_card.json").is_file():
+        return SHIPPED_DIR
+    from model.network import build_model
+    from model.preprocess import PREPROCESSING_VERSION
+    from model.train import TrainConfig
+
+    size = TrainConfig.__dataclass_fields__["input_size"].default
+    build_model(size).save(scratch / WEIGHTS_FILE)
+    ModelCard(
+        "bench-untrained",
+        size,
+        PREPROCESSING_VERSION,
+        ("NORMAL", "PNEUMONIA"),
+        OperatingPoint(1.0, 0.5, 0.8, 0.95, 0.95),
+    ).save(scratch)
+    print(f"no shipped model: untrained {size}px network of the shipped architecture")
+    return scratch
+
+
+def sources(n: int) -> list[Path]:
+    files = sorted((data_dir() / "train").rglob("*.jpeg"))
+    step = max(1, len(files) // n)
+    return files[::step][:n]
+
+
+def bare_throughput(model: Path, files: list[Path], batch: int = 8) -> float:
+    from ingest import load_scorable
+    from model.predict import Classifier
+
+    classifier = Classifier.load(model)
+    classifier.predict([load_scorable(files[0])[0].pixels])  # warm-up
+    started = time.perf_counter()
+    for i in range(0, len(files), batch):
+        classifier.predict([load_scorable(p)[0].pixels for p in files[i : i + batch]])
+    return len(files) / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--bare-n", type=int, default=200)
+    parser.add_argument("--idle-files", type=int, default=10)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
+    (root / "model").mkdir()
+    model = model_directory(args.model, root / "model")
+    files = sources(args.n + args.idle_files)
+    batch_files, idle_files = files[: args.n], files[args.n :]
+    bare = bare_throughput(model, batch_files[: args.bare_n])
+    print(f"bare decode+model: {bare:.1f} img/s")
+
+    pg_url = create_pg_database()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = service_env(root, pg_url, REDIS_URL, CXR_MODEL_PATH=str(model), CXR_LOG_LEVEL="WARNING")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    staging = root / "staging"
+    staging.mkdir()
+    for i, path in enumerate(batch_files):
+        shutil.copyfile(path, staging / f"{i:04d}.jpeg")
+    try:
+        cli(["db", "upgrade"], env)
+        logs = [root / "worker.log", root / "watch.log"]
+        with (
+            running(["worker", "--concurrency", "2"], env, logs[0]),
+            running(["watch"], env, logs[1]),
+        ):
+            time.sleep(15)  # let both worker processes load the model
+            for path in sorted(staging.iterdir()):
+                path.rename(inbox / path.name)
+            wait_until(all_final(pg_url, args.n), 3600, "all rows final", logs)
+            done = rows(pg_url)
+            first = min(r.received_at for r in done)
+            last = max(r.finished_at for r in done if r.finished_at)
+            throughput = args.n / (last - first).total_seconds()
+            latencies = [(r.finished_at - r.received_at).total_seconds() for r in done]  # type: ignore[operator]
+            idle: list[float] = []
+            for i, path in enumerate(idle_files):
+                time.sleep(1.0)
+                shutil.copyfile(path, inbox / f"idle-{i}.jpeg.part")
+                (inbox / f"idle-{i}.jpeg.part").rename(inbox / f"idle-{i}.jpeg")
+                wait_until(all_final(pg_url, args.n + i + 1), 120, "idle file", logs)
+                row = max(rows(pg_url), key=lambda r: r.id)
+                idle.append((row.finished_at - row.received_at).total_seconds())  # type: ignore[operator]
+        statuses = {r.status.value for r in rows(pg_url)}
+    finally:
+        drop_pg_database(pg_url)
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    report = {
+        "n": args.n,
+        "bare_img_per_s": round(bare, 2),
+        "pipeline_files_per_s": round(throughput, 2),
+        "pipeline_vs_bare": round(throughput / bare, 3),
+        "batch_latency_median_s": round(statistics.median(latencies), 2),
+        "batch_latency_p95_s": round(percentile(latencies, 0.95), 2),
+        "idle_latency_median_s": round(statistics.median(idle), 3),
+        "idle_latency_p95_s": round(percentile(idle, 0.95), 3),
+        "statuses": sorted(statuses),
+        "workers": 2,
+        "broker": "redis",
+        "database": "postgresql",
+    }
+    print(json.dumps(report, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
