@@ -8,6 +8,7 @@ TensorFlow is imported inside the model commands only, so ``cxr-triage worklist`
 from worker.cli import (  # noqa: F401  (registers commands)
     model_commands,
     service_commands,
+    web_commands,
     worklist_commands,
 )
 from worker.cli.app import app

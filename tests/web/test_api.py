@@ -1,0 +1,108 @@
+"""The JSON API against a real worklist database: auth, reading order, filters, review."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from db.models import ReviewDecision
+from db.worklist import get_entry
+from tests.web.conftest import PASSWORD, READING_ORDER, USERNAME, Worklist
+from web.auth import CSRF_HEADER
+
+BASIC = (USERNAME, PASSWORD)
+
+
+def test_every_api_route_needs_credentials(client: TestClient, worklist: Worklist):
+    row = worklist.ids["urgent-97"]
+    for method, url in (
+        ("GET", "/api/worklist"),
+        ("GET", f"/api/worklist/{row}"),
+        ("POST", f"/api/worklist/{row}/review"),
+    ):
+        response = client.request(method, url, json={"decision": "agree"})
+        assert response.status_code == 401, url
+        assert response.headers["www-authenticate"].startswith("Basic")
+    assert client.get("/api/worklist", auth=(USERNAME, "wrong password")).status_code == 401
+    assert client.get("/api/worklist", auth=("someone", PASSWORD)).status_code == 401
+    with worklist.sessions() as session:
+        assert get_entry(session, row).reviewed_at is None
+
+
+def test_worklist_is_in_reading_order_with_unscored_rows_last(client, worklist):
+    response = client.get("/api/worklist", auth=BASIC)
+    assert response.status_code == 200
+    rows = response.json()["rows"]
+    ids = [row["id"] for row in rows]
+    expected = [worklist.ids[name] for name in READING_ORDER]
+    assert ids[:5] == expected
+    assert set(ids[5:]) == {worklist.ids["rejected"], worklist.ids["queued"]}
+    first = rows[0]
+    assert first["priority"] == "urgent" and first["probability"] == 0.97
+    assert first["label"] == "pneumonia" and first["model_version"] == "sepcnn-test-1.0"
+    assert first["image_url"] == f"/worklist/{first['id']}/image.png"
+
+
+def test_filters_narrow_the_list(client, worklist):
+    rejected = client.get("/api/worklist", params={"status": "rejected"}, auth=BASIC).json()
+    assert [row["id"] for row in rejected["rows"]] == [worklist.ids["rejected"]]
+    assert rejected["rows"][0]["reason"] == "view_position"
+    one = client.get("/api/worklist", params={"accession_number": "ACC-002"}, auth=BASIC).json()
+    assert [row["id"] for row in one["rows"]] == [worklist.ids["suspect-61"]]
+    limited = client.get("/api/worklist", params={"limit": 2}, auth=BASIC).json()
+    assert len(limited["rows"]) == 2
+    bad = client.get("/api/worklist", params={"status": "bogus"}, auth=BASIC)
+    assert bad.status_code == 422 and "bogus" in bad.text
+
+
+def test_review_writes_the_row_and_leaves_it_on_the_worklist(client, worklist):
+    row = worklist.ids["suspect-61"]
+    response = client.post(f"/api/worklist/{row}/review", json={"decision": "disagree"}, auth=BASIC)
+    assert response.status_code == 200
+    assert response.json()["review_decision"] == "disagree"
+    with worklist.sessions() as session:
+        entry = get_entry(session, row)
+        assert entry.review_decision is ReviewDecision.DISAGREE
+        assert entry.reviewed_by == USERNAME
+        assert entry.reviewed_at is not None
+    to_read = client.get("/api/worklist", auth=BASIC).json()["rows"]
+    assert row not in [r["id"] for r in to_read]
+    everything = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()
+    assert row in [r["id"] for r in everything["rows"]]
+
+
+def test_review_of_an_unknown_row_or_decision_is_refused(client, worklist):
+    assert (
+        client.post("/api/worklist/999999/review", json={"decision": "agree"}, auth=BASIC)
+    ).status_code == 404
+    row = worklist.ids["urgent-88"]
+    response = client.post(f"/api/worklist/{row}/review", json={"decision": "maybe"}, auth=BASIC)
+    assert response.status_code == 422
+    with worklist.sessions() as session:
+        assert get_entry(session, row).review_decision is None
+
+
+def test_a_form_post_cannot_review_through_the_api(client, worklist):
+    """A cross-site HTML form can only send form data: the API takes JSON only."""
+    row = worklist.ids["urgent-88"]
+    response = client.post(f"/api/worklist/{row}/review", data={"decision": "agree"}, auth=BASIC)
+    assert response.status_code == 422
+
+
+def test_session_writes_need_the_csrf_header(logged_in: TestClient, worklist):
+    row = worklist.ids["urgent-88"]
+    assert logged_in.get(f"/api/worklist/{row}").status_code == 200  # reads need no token
+    refused = logged_in.post(f"/api/worklist/{row}/review", json={"decision": "agree"})
+    assert refused.status_code == 403
+    page = logged_in.get(f"/worklist/{row}").text
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    accepted = logged_in.post(
+        f"/api/worklist/{row}/review", json={"decision": "agree"}, headers={CSRF_HEADER: token}
+    )
+    assert accepted.status_code == 200
+    with worklist.sessions() as session:
+        assert get_entry(session, row).review_decision is ReviewDecision.AGREE
+
+
+def test_health_check_needs_no_login_and_shows_no_rows(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}

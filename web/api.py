@@ -1,0 +1,66 @@
+"""The JSON API: the same worklist and review for integrations (RIS, dashboards, scripts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel
+
+from db.models import ReviewDecision
+from db.worklist import get_entry, review
+from web import auth
+from web.rows import FilterError, Filters, as_json
+
+router = APIRouter(prefix="/api")
+
+
+class ReviewRequest(BaseModel):
+    decision: ReviewDecision
+
+
+@router.get("/worklist")
+def worklist(
+    request: Request,
+    reader: Annotated[str, Depends(auth.api_user)],
+    status_: Annotated[str, Query(alias="status")] = "",
+    reviewed: str = "no",
+    patient_id: str = "",
+    accession_number: str = "",
+    since: str = "",
+    limit: int = 100,
+) -> dict[str, Any]:
+    """Rows in reading order: priority rank, then probability (high first), then arrival."""
+    try:
+        filters = Filters(status_, reviewed, patient_id, accession_number, since, limit)
+    except FilterError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
+    with request.app.state.sessions() as session:
+        return {"rows": [as_json(entry) for entry in filters.rows(session)]}
+
+
+@router.get("/worklist/{entry_id}")
+def entry(
+    request: Request, entry_id: int, reader: Annotated[str, Depends(auth.api_user)]
+) -> dict[str, Any]:
+    with request.app.state.sessions() as session:
+        found = get_entry(session, entry_id)
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
+        return as_json(found)
+
+
+@router.post("/worklist/{entry_id}/review")
+def review_entry(
+    request: Request,
+    entry_id: int,
+    body: ReviewRequest,
+    reader: Annotated[str, Depends(auth.api_write_user)],
+) -> dict[str, Any]:
+    """Record ``decision`` by the authenticated reader; the row stays on the worklist."""
+    with request.app.state.sessions.begin() as session:
+        try:
+            reviewed = review(session, entry_id, body.decision, reader)
+        except LookupError as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+        return as_json(reviewed)

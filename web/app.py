@@ -1,0 +1,99 @@
+"""``create_app``: the review page's FastAPI application, wired from a :class:`WebConfig`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.templating import Jinja2Templates
+
+from db.engine import make_engine, make_session_factory
+from web import api, pages
+from web.auth import LoginRequiredError
+from web.config import WebConfig
+from web.overlays import Thumbnails
+
+SECURITY_HEADERS = {
+    # Pages show patient identifiers: never cached by shared caches, framed or leaked.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'none'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(config: WebConfig) -> FastAPI:
+    app = FastAPI(
+        title="cxr-triage worklist",
+        description="Pediatric chest X-ray triage worklist. Research/triage aid, "
+        "not for diagnostic use.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    engine = make_engine(config.database_url)
+    app.state.config = config
+    app.state.engine = engine
+    app.state.sessions = make_session_factory(engine)
+    app.state.thumbnails = Thumbnails(config.overlay_dir, config.archive_dir)
+    app.state.templates = Jinja2Templates(env=_environment())
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=config.session_secret,
+        session_cookie="cxr_session",
+        max_age=config.session_max_age_s,
+        same_site="strict",
+        https_only=config.secure_cookies,
+    )
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(packages=[("web", "static")]), name="static")
+
+    @app.exception_handler(LoginRequiredError)
+    def _to_login(request: Request, exc: LoginRequiredError) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.middleware("http")
+    async def _headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def _health() -> JSONResponse:
+        """For the compose health check: no login, no patient data."""
+        return JSONResponse({"status": "ok"})
+
+    return app
+
+
+def _environment() -> Environment:
+    environment = Environment(
+        loader=PackageLoader("web", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["when"] = _when
+    environment.filters["percent"] = _percent
+    return environment
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def _percent(value: float | None) -> str:
+    return f"{value * 100:.0f} %" if value is not None else ""
