@@ -82,7 +82,10 @@ def seed(url: str, tmp_path: Path) -> Worklist:
                     patient_id=f"PID-{index:03d}",
                 ),
             )
-            scored = Scored(probability, label, priority, rank, 0.40, "sepcnn-test-1.0")
+            flags = ("eligibility_unverified",)  # a JPEG has no header to check
+            if name == "suspect-61":
+                flags += ("age_outside_training_range",)
+            scored = Scored(probability, label, priority, rank, 0.40, "sepcnn-test-1.0", flags)
             record_scored(session, entry, scored, str(archived))
             ids[name] = entry.id
             if priority == "urgent":  # the worker stored their heatmap overlays

@@ -40,6 +40,7 @@ def test_worklist_is_in_reading_order_with_unscored_rows_last(client, worklist):
     assert first["priority"] == "urgent" and first["probability"] == 0.97
     assert first["label"] == "pneumonia" and first["model_version"] == "sepcnn-test-1.0"
     assert first["image_url"] == f"/worklist/{first['id']}/image.png"
+    assert rows[2]["flags"] == ["age_outside_training_range", "eligibility_unverified"]
 
 
 def test_filters_narrow_the_list(client, worklist):

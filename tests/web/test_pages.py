@@ -42,6 +42,7 @@ def test_worklist_page_lists_rows_in_reading_order(logged_in: TestClient, workli
     assert ids[:5] == [worklist.ids[name] for name in READING_ORDER]
     assert "NOT FOR DIAGNOSTIC USE" in response.text
     assert "ACC-003" in response.text  # the urgent 0.97 row's accession
+    assert '<span class="flag">age_outside_training_range</span>' in response.text
     assert response.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
