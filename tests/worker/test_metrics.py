@@ -1,0 +1,125 @@
+"""Worker metrics: counts from real pipeline outcomes, and the prefork children's sum served
+over HTTP in multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from db.models import Status, utcnow
+from model.prediction import Label, Prediction, Priority
+from worker.metrics import WorkerMetrics
+from worker.pipeline import Outcome
+
+REPO = Path(__file__).resolve().parents[2]
+PREDICTION = Prediction(0.9, Label.PNEUMONIA, Priority.URGENT, 0.4, "sepcnn-test-1.0")
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def test_a_batch_counts_statuses_reasons_turnaround_and_model_version():
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    now = utcnow()
+    outcomes = [
+        Outcome(1, Status.DONE, None, prediction=PREDICTION),
+        Outcome(2, Status.DONE, None, prediction=PREDICTION),
+        Outcome(3, Status.REJECTED, None, reason="view_position"),
+        Outcome(4, Status.REJECTED, None, reason="not_dicom_or_image"),
+        Outcome(5, Status.FAILED, None, reason="processing_error"),
+    ]
+    received = [now - timedelta(seconds=s) for s in (12, 40, 5, 5, 5)]
+    metrics.observe_batch(outcomes, received, seconds=3.5, now=now)
+
+    assert value(registry, "cxr_triage_images_processed_total", status="done") == 2
+    assert value(registry, "cxr_triage_images_processed_total", status="rejected") == 2
+    assert value(registry, "cxr_triage_images_processed_total", status="failed") == 1
+    assert value(registry, "cxr_triage_images_rejected_total", reason="view_position") == 1
+    assert value(registry, "cxr_triage_images_rejected_total", reason="processing_error") == 0
+    assert value(registry, "cxr_triage_turnaround_seconds_count") == 2
+    assert value(registry, "cxr_triage_turnaround_seconds_sum") == pytest.approx(52)
+    assert value(registry, "cxr_triage_turnaround_seconds_bucket", le="15.0") == 1
+    assert value(registry, "cxr_triage_task_duration_seconds_count") == 1
+    assert value(registry, "cxr_triage_task_duration_seconds_sum") == pytest.approx(3.5)
+    assert value(registry, "cxr_triage_model_info", model_version="sepcnn-test-1.0") == 1
+
+
+def test_outcomes_and_arrival_times_must_pair_up():
+    metrics = WorkerMetrics(CollectorRegistry())
+    with pytest.raises(ValueError):
+        metrics.observe_batch([Outcome(1, Status.DONE, None)], [], seconds=1.0)
+
+
+CHILD = textwrap.dedent(
+    """
+    from datetime import timedelta
+    from types import SimpleNamespace as NS
+    from db.models import utcnow
+    from worker.metrics import get_metrics
+    now = utcnow()
+    done = NS(status=NS(value="done"), reason=None, prediction=NS(model_version="v7"))
+    rejected = NS(status=NS(value="rejected"), reason="view_position", prediction=None)
+    get_metrics().observe_batch([done, rejected], [now - timedelta(seconds=3)] * 2, 1.0)
+    get_metrics().observe_pacs("written")
+    """
+)
+SERVER = textwrap.dedent(
+    """
+    import sys, time
+    from worker.metrics import serve
+    serve(int(sys.argv[1]), address="127.0.0.1")
+    print("serving", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_prefork_children_are_summed_on_one_endpoint(tmp_path: Path):
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+    (tmp_path / "prometheus").mkdir()
+    for _ in range(2):  # two worker children, each its own process
+        subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=REPO, check=True, timeout=60)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port)], env=env, cwd=REPO, stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"serving"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    lines = set(text.splitlines())
+    assert 'cxr_triage_images_processed_total{status="done"} 2.0' in lines
+    assert 'cxr_triage_images_rejected_total{reason="view_position"} 2.0' in lines
+    assert "cxr_triage_turnaround_seconds_count 2.0" in lines
+    assert 'cxr_triage_pacs_results_total{outcome="written"} 2.0' in lines
+    assert any(line.startswith('cxr_triage_model_info{model_version="v7"}') for line in lines)

@@ -1,0 +1,182 @@
+"""Prometheus metrics of the worker: what Flower shows, for the hospital's monitoring.
+
+| metric                                   | type      | labels        |
+|------------------------------------------|-----------|---------------|
+| ``cxr_triage_images_processed_total``    | counter   | status        |
+| ``cxr_triage_images_rejected_total``     | counter   | reason        |
+| ``cxr_triage_task_duration_seconds``     | histogram |               |
+| ``cxr_triage_turnaround_seconds``        | histogram |               |
+| ``cxr_triage_pacs_results_total``        | counter   | outcome       |
+| ``cxr_triage_model_info``                | gauge = 1 | model_version |
+
+``processed`` counts every final outcome (done, rejected, failed); ``rejected`` breaks the
+rejections down by :class:`ingest.Reason` value. ``task_duration`` is one task, claim to
+filed (a batch of up to ``batch_size`` images); ``turnaround`` is per image, from the file
+being stable in the inbox to its result stored, the "total time" cleared products report.
+Labels never carry patient data.
+
+Prefork workers: every child counts in its own process, so set ``PROMETHEUS_MULTIPROC_DIR``
+to an empty folder in the worker's environment *before it starts* (prometheus_client reads
+it at import); :func:`serve` then publishes the children's sum. Solo/threads pools need no
+folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+
+from db.models import utcnow
+
+log = logging.getLogger(__name__)
+
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+TASK_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+TURNAROUND_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 900, 1800, 3600)
+
+
+class _Valued(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class _Versioned(Protocol):
+    @property
+    def model_version(self) -> str: ...
+
+
+class OutcomeLike(Protocol):
+    """What :class:`worker.pipeline.Outcome` offers (metrics does not import the pipeline)."""
+
+    @property
+    def status(self) -> _Valued: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def prediction(self) -> _Versioned | None: ...
+
+
+class WorkerMetrics:
+    """The worker's metrics in ``registry`` (the process-wide default unless given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.processed = Counter(
+            "cxr_triage_images_processed",
+            "Images that reached a final status",
+            ["status"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "cxr_triage_images_rejected",
+            "Images rejected as bad or ineligible input, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.task_duration = Histogram(
+            "cxr_triage_task_duration_seconds",
+            "One triage task, claim to filed (a batch of images)",
+            buckets=TASK_BUCKETS,
+            registry=registry,
+        )
+        self.turnaround = Histogram(
+            "cxr_triage_turnaround_seconds",
+            "Per image: stable in the inbox to result stored",
+            buckets=TURNAROUND_BUCKETS,
+            registry=registry,
+        )
+        self.pacs_results = Counter(
+            "cxr_triage_pacs_results",
+            "DICOM results (SR + SC per image) by outcome: written, stored, failed",
+            ["outcome"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "cxr_triage_model_info",
+            "The model version scoring in this worker (value 1)",
+            ["model_version"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+
+    def observe_batch(
+        self,
+        outcomes: Sequence[OutcomeLike],
+        received_at: Sequence[datetime],
+        seconds: float,
+        now: datetime | None = None,
+    ) -> None:
+        """Count one task's outcomes (parallel to the rows' ``received_at``) and its time."""
+        finished = now or utcnow()
+        self.task_duration.observe(seconds)
+        for outcome, received in zip(outcomes, received_at, strict=True):
+            status = outcome.status.value
+            self.processed.labels(status=status).inc()
+            if status == "rejected":
+                self.rejected.labels(reason=outcome.reason or "unknown").inc()
+            if status == "done":
+                self.turnaround.observe(max((finished - received).total_seconds(), 0.0))
+            if outcome.prediction is not None:
+                self.set_model_version(outcome.prediction.model_version)
+
+    def set_model_version(self, version: str) -> None:
+        self.model_info.labels(model_version=version).set(1)
+
+    def observe_pacs(self, outcome: str) -> None:
+        """``written`` (outbox), ``stored`` (C-STORE accepted) or ``failed``."""
+        self.pacs_results.labels(outcome=outcome).inc()
+
+
+@lru_cache(maxsize=1)
+def get_metrics() -> WorkerMetrics:
+    """This process's metrics, created on first use (registering twice would fail)."""
+    return WorkerMetrics()
+
+
+def multiprocess_dir() -> Path | None:
+    value = os.environ.get(MULTIPROCESS_VARIABLE)
+    return Path(value) if value else None
+
+
+def reset_multiprocess_dir() -> None:
+    """In the worker's main process before the pool starts: drop a previous run's files."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def mark_process_dead(pid: int) -> None:
+    """In ``worker_process_shutdown``: a recycled child's live gauges stop counting."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` on ``port`` from this process: the children's sum in multiprocess
+    mode, this process's own metrics otherwise."""
+    registry: CollectorRegistry = REGISTRY
+    if multiprocess_dir() is not None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=address, registry=registry)
+    log.info("metrics on :%d/metrics", port)
