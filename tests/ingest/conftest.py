@@ -14,7 +14,7 @@ from tests.ingest.dicom_factory import jpeg_grey, sample_jpegs
 def source_jpegs() -> list[Path]:
     paths = sample_jpegs(per_class=1)
     if len(paths) < 2:
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_DATA_DIR)")
+        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
     return paths
 
 

@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def data_dir() -> Path:
-    """The pediatric-cxr dataset: ``$CXR_DATA_DIR`` or ``../shared/data/pediatric-cxr``."""
-    env = os.environ.get("CXR_DATA_DIR")
+    """The pediatric-cxr dataset: ``$CXR_TEST_DATASET`` or ``../shared/data/pediatric-cxr``."""
+    env = os.environ.get("CXR_TEST_DATASET")
     return Path(env) if env else REPO / ".." / "shared" / "data" / "pediatric-cxr"
 
 

@@ -14,7 +14,7 @@ from tests.ingest.dicom_factory import data_dir
 @pytest.fixture(scope="module")
 def records_and_hashes() -> tuple[list[dataset.Record], list[str]]:
     if not (data_dir() / "MANIFEST.csv").is_file():
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_DATA_DIR)")
+        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
     records = dataset.load_manifest(data_dir())
     return records, dataset.content_hashes(records)
 

@@ -30,7 +30,7 @@ def images() -> list[np.ndarray]:
 
     paths = sample_jpegs(per_class=2)
     if len(paths) < 4:
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_DATA_DIR)")
+        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
     return [read_image(p).pixels for p in paths]
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.tf
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (data_dir() / "MANIFEST.csv").is_file():
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_DATA_DIR)")
+        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
     out = tmp_path_factory.mktemp("run")
     command = [
         sys.executable,

@@ -35,20 +35,29 @@ def radiograph(reference: np.ndarray, *, instance_number: int = 1) -> FileDatase
     return ds
 
 
-@pytest.fixture(scope="session")
-def reference_grey() -> np.ndarray:
+def pneumonia_grey() -> np.ndarray:
+    """A real pneumonia radiograph from the dataset (skips the test when it is absent)."""
     paths = sample_jpegs(per_class=1)
     if len(paths) < 2:
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_DATA_DIR)")
-    return jpeg_grey(paths[1])  # a pneumonia case
+        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
+    return jpeg_grey(paths[1])
+
+
+def write_radiograph(path: Path, reference: np.ndarray) -> Path:
+    """``radiograph(reference)`` (instance 3) saved as a DICOM file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    radiograph(reference, instance_number=3).save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_grey() -> np.ndarray:
+    return pneumonia_grey()
 
 
 @pytest.fixture
 def source_file(tmp_path: Path, reference_grey: np.ndarray) -> Path:
-    path = tmp_path / "inbox" / "chest.dcm"
-    path.parent.mkdir()
-    radiograph(reference_grey, instance_number=3).save_as(path, enforce_file_format=True)
-    return path
+    return write_radiograph(tmp_path / "inbox" / "chest.dcm", reference_grey)
 
 
 def synthetic_heatmap(size: int = 64) -> np.ndarray:

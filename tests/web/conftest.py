@@ -60,7 +60,7 @@ class Worklist:
 def seed(url: str, tmp_path: Path) -> Worklist:
     sources = sample_jpegs(per_class=3)
     if len(sources) < 6:
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_DATA_DIR)")
+        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
     archive, overlays = tmp_path / "archive", tmp_path / "overlays"
     archive.mkdir()
     sessions = make_session_factory(make_engine(url))
