@@ -7,6 +7,7 @@ TensorFlow is imported inside the model commands only, so ``cxr-triage worklist`
 
 from worker.cli import (  # noqa: F401  (registers commands)
     model_commands,
+    pacs_commands,
     service_commands,
     web_commands,
     worklist_commands,

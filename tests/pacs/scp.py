@@ -1,0 +1,71 @@
+"""A real pynetdicom Storage SCP on a free localhost port, started and stopped by a test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacs.store import PacsNode
+
+SCP_AE_TITLE = "TEST_PACS"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class StorageSCP:
+    port: int
+    server: ThreadedAssociationServer
+    status: int = 0x0000
+    received: list[Dataset] = field(default_factory=list)
+    priorities: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def node(self, **overrides: object) -> PacsNode:
+        values: dict[str, object] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "called_ae_title": SCP_AE_TITLE,
+            "timeout_s": 5.0,
+        }
+        values.update(overrides)
+        return PacsNode(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def storage_scp() -> Iterator[StorageSCP]:
+    """A Storage SCP answering ``scp.status`` to every C-STORE and keeping what it got."""
+    ae = AE(ae_title=SCP_AE_TITLE)
+    ae.supported_contexts = StoragePresentationContexts
+    ae.require_called_aet = True
+    port = free_port()
+    holder: dict[str, StorageSCP] = {}
+
+    def on_store(event: evt.Event) -> int:
+        scp = holder["scp"]
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        with scp.lock:
+            scp.received.append(dataset)
+            scp.priorities.append(int(event.request.Priority))
+        return scp.status
+
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    holder["scp"] = StorageSCP(port, server)
+    try:
+        yield holder["scp"]
+    finally:
+        server.shutdown()

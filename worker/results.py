@@ -1,0 +1,92 @@
+"""After scoring: the heatmap overlay for the review page, the SR and SC for PACS.
+
+One call per scored image, :func:`publish`, made by the pipeline while the original is still
+in the inbox. Results are derived data: a problem here is logged by row id, counted
+(``cxr_triage_pacs_results_total{outcome="failed"}``) and never fails the triage, whose row
+is the system of record. A PACS that is down leaves the files in the outbox;
+``cxr-triage pacs-send`` sends them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ingest.image import SourceImage, SourceKind
+from model.overlay import overlay_heatmap
+from model.prediction import Prediction
+from pacs.outbox import write_results
+from pacs.store import PacsNode, StoreError, StorePriority, send
+from web.overlays import save_overlay
+from worker.metrics import get_metrics
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def pacs_node(settings: Settings) -> PacsNode | None:
+    if not settings.pacs_host:
+        return None
+    return PacsNode(
+        host=settings.pacs_host,
+        port=settings.pacs_port,
+        called_ae_title=settings.pacs_ae_title,
+        calling_ae_title=settings.pacs_calling_ae_title,
+        timeout_s=settings.pacs_timeout_s,
+    )
+
+
+def render_overlay(scorer: object, image: SourceImage, prediction: Prediction) -> Image.Image:
+    """The radiograph with the scorer's Grad-CAM heatmap.
+
+    ``scorer`` is the pipeline's :class:`model.predict.Classifier` (its ``network`` and
+    ``inputs``); a scorer without a network gives the radiograph without a heatmap.
+    """
+    caption = f"{prediction.priority.value.upper()}  p={prediction.probability:.2f}"
+    if hasattr(scorer, "network") and hasattr(scorer, "inputs"):
+        from model.gradcam import grad_cam  # TensorFlow: already loaded with the scorer
+
+        model_input = scorer.inputs([image.pixels])[0]
+        heatmap = grad_cam(scorer.network, model_input)
+    else:
+        heatmap = np.zeros((8, 8), dtype=np.float32)
+    return overlay_heatmap(image.pixels, heatmap, caption=caption)
+
+
+def publish(
+    settings: Settings,
+    scorer: object,
+    entry_id: int,
+    source: Path,
+    image: SourceImage,
+    prediction: Prediction,
+) -> list[Path]:
+    """Store the overlay PNG; for a DICOM also write SR + SC and C-STORE them if configured.
+
+    Returns the DICOM files written (none for JPEG/PNG, or after a problem).
+    """
+    metrics = get_metrics()
+    try:
+        overlay = render_overlay(scorer, image, prediction)
+        save_overlay(overlay, settings.overlay_dir, image.metadata.file_sha256)
+        if image.metadata.kind is not SourceKind.DICOM:
+            return []  # no study to attach DICOM results to
+        written = write_results(source, prediction, overlay, settings.outbox_dir)
+    except Exception:  # derived results must never fail the triage row
+        log.exception("row %d: heatmap/SR/SC could not be written", entry_id)
+        metrics.observe_pacs("failed")
+        return []
+    metrics.observe_pacs("written")
+    node = pacs_node(settings)
+    if node is not None:
+        urgent = prediction.priority.rank == 0
+        try:
+            send(written, node, StorePriority.HIGH if urgent else StorePriority.MEDIUM)
+            metrics.observe_pacs("stored")
+        except (StoreError, OSError) as error:
+            log.warning("row %d: results stay in the outbox: %s", entry_id, error)
+            metrics.observe_pacs("failed")
+    return written
