@@ -31,6 +31,7 @@ LIVE_QUEUE = "cxr.live"
 BACKFILL_QUEUE = "cxr.backfill"
 QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE)  # consumption order
 TRIAGE_TASK = "cxr.triage"
+PROCESS_START_TIMEOUT_S = 180.0
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb,
+        # A pool process reports "up" only after worker_process_init has loaded TensorFlow and
+        # the model; Celery's 4 s default kills slower starts, and a replacement for a killed or
+        # recycled process then never comes up (a restart loop on a busy machine).
+        "worker_proc_alive_timeout": PROCESS_START_TIMEOUT_S,
         "worker_send_task_events": True,  # for Flower
         "task_send_sent_event": True,
         "enable_utc": True,

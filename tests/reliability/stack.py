@@ -1,0 +1,147 @@
+"""One cxr-triage deployment under test: folders, environment, and its real processes."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.uid import generate_uid
+
+from db.models import Status
+from tests.ingest.dicom_factory import jpeg2000_16bit, jpeg_grey, sample_jpegs, write
+from tests.processes import cli, files_under, rows, running, service_env
+
+
+class Stack:
+    """Folders under ``root``, the ``CXR_*`` environment, and helpers to start processes."""
+
+    def __init__(
+        self, root: Path, database_url: str, broker_url: str, model_dir: Path, **extra: str
+    ) -> None:
+        self.root = root
+        self.database_url = database_url
+        self.env = service_env(root, database_url, broker_url, CXR_MODEL_PATH=str(model_dir))
+        self.env.update(extra)
+        for name in ("inbox", "staging", "logs"):
+            (root / name).mkdir(exist_ok=True)
+        self.inbox = root / "inbox"
+        self.staging = root / "staging"
+        self.archive = root / "archive"
+        self.quarantine = root / "quarantine"
+        self.logs: list[Path] = []
+
+    def upgrade(self) -> None:
+        cli(["db", "upgrade"], self.env)
+
+    def log(self, name: str) -> Path:
+        path = self.root / "logs" / f"{name}.log"
+        if path not in self.logs:
+            self.logs.append(path)
+        return path
+
+    def worker(
+        self, name: str = "worker", concurrency: int = 1, *extra: str
+    ) -> AbstractContextManager[subprocess.Popen[bytes]]:
+        args = ["worker", "--concurrency", str(concurrency), "--hostname", f"{name}@%h", *extra]
+        return running(args, self.env, self.log(name))
+
+    def watcher(self, name: str = "watch") -> AbstractContextManager[subprocess.Popen[bytes]]:
+        return running(["watch"], self.env, self.log(name))
+
+    def rows(self) -> list:  # type: ignore[type-arg]
+        return rows(self.database_url)
+
+    def statuses(self) -> dict[Status, int]:
+        counts: dict[Status, int] = {}
+        for row in self.rows():
+            counts[Status(row.status)] = counts.get(Status(row.status), 0) + 1
+        return counts
+
+    def drop(self, source: Path, name: str | None = None) -> Path:
+        """Deliver a staged file the way senders do: a temporary name, then a rename."""
+        target = self.inbox / (name or source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(source.read_bytes())
+        partial.rename(target)
+        return target
+
+    def filed(self) -> list[Path]:
+        """Every original in the archive or the quarantine (sidecars left out)."""
+        return [
+            p
+            for folder in (self.archive, self.quarantine)
+            for p in files_under(folder)
+            if p.suffix != ".json"
+        ]
+
+    def assert_filed_once(self) -> None:
+        """Each row's original lies once in archive/quarantine, and the inbox is empty."""
+        assert files_under(self.inbox) == [], files_under(self.inbox)
+        digests = [sha256(p) for p in self.filed() if not p.is_symlink()]
+        assert len(digests) == len(set(digests)), "an original was filed twice"
+        for row in self.rows():
+            assert row.archived_path and Path(row.archived_path).exists(), row.id
+            if not Path(row.archived_path).is_symlink():
+                assert sha256(Path(row.archived_path)) == row.file_sha256, row.id
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def small_pngs(folder: Path, count: int, size: int = 48, nested: bool = True) -> list[Path]:
+    """``count`` distinct small grey PNGs (unique content), spread over nested folders."""
+    rng = np.random.default_rng(count)
+    made = []
+    for n in range(count):
+        sub = folder / f"study{n // 100:03d}" / f"series{n // 10 % 10}" if nested else folder
+        sub.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        path = sub / f"img{n:05d}.png"
+        Image.fromarray(pixels).save(path, optimize=False, compress_level=1)
+        made.append(path)
+    return made
+
+
+@lru_cache(maxsize=1)
+def _slow_template() -> pydicom.Dataset:
+    """A 4,000 x 4,000 16-bit JPEG 2000 CR chest DICOM: several seconds to decode on one
+    core, which keeps a task observably in flight without any test-only code path."""
+    ref = jpeg_grey(sample_jpegs(1)[0])
+    big = np.asarray(Image.fromarray(ref).resize((4000, 4000)))
+    noise = np.random.default_rng(0).integers(-3, 4, big.shape)
+    return jpeg2000_16bit(np.clip(big.astype(int) + noise, 0, 255).astype(np.uint8))
+
+
+def slow_dicom(path: Path, **attributes: object) -> Path:
+    """A slow-to-decode DICOM with fresh UIDs (distinct content), encoded once per session."""
+    ds = copy.deepcopy(_slow_template())
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return write(ds, path)
+
+
+def process_tree_rss_kib(pid: int) -> int:
+    from tests.reliability.conftest import children, rss_kib
+
+    return rss_kib(pid) + sum(rss_kib(c) for c in children(pid))
+
+
+def iter_tree(pid: int) -> Iterator[int]:
+    from tests.reliability.conftest import children
+
+    yield pid
+    for child in children(pid):
+        yield from iter_tree(child)
