@@ -1,7 +1,8 @@
 """Grad-CAM (Selvaraju et al. 2017): which regions pushed the pneumonia logit up.
 
-A pure function from a network and one model input to a heatmap; rendering it over the
-radiograph is :mod:`model.overlay`'s job.
+Pure functions from a network and one model input to a heatmap; rendering it over the
+radiograph is :mod:`model.overlay`'s job. Build the probe once per network
+(:func:`gradcam_probe`) and reuse it: building it costs more than the heatmap itself.
 """
 
 from __future__ import annotations
@@ -19,17 +20,24 @@ def last_feature_layer(network: keras.Model) -> keras.layers.Layer:
     raise ValueError(f"{network.name} has no convolutional feature map")
 
 
-def grad_cam(network: keras.Model, model_input: np.ndarray) -> np.ndarray:
+def gradcam_probe(network: keras.Model) -> keras.Model:
+    """A model returning (last feature map, logit) for the same input."""
+    return keras.Model(network.inputs, [last_feature_layer(network).output, network.output])
+
+
+def grad_cam(network_or_probe: keras.Model, model_input: np.ndarray) -> np.ndarray:
     """Heatmap in [0, 1], shape ``model_input.shape[:2]``, for one ``(S, S, 1)`` input.
 
     The feature map channels are weighted by the spatially averaged gradient of the logit,
     summed, rectified and upsampled to the input size. An input whose logit has no
-    positive evidence anywhere gives an all-zero map.
+    positive evidence anywhere gives an all-zero map. Pass a :func:`gradcam_probe` to
+    avoid rebuilding it on every call.
     """
     if model_input.ndim != 3:
         raise ValueError(f"expected one (S, S, 1) model input, got shape {model_input.shape}")
-    features_layer = last_feature_layer(network)
-    probe = keras.Model(network.inputs, [features_layer.output, network.output])
+    probe = network_or_probe
+    if len(probe.outputs) != 2:
+        probe = gradcam_probe(network_or_probe)
     batch = tf.convert_to_tensor(model_input[np.newaxis], dtype=tf.float32)
     with tf.GradientTape() as tape:
         features, logit = probe(batch, training=False)

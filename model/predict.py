@@ -34,6 +34,7 @@ class Classifier:
             )
         self.network = network
         self.card = card
+        self._probe: keras.Model | None = None
 
     @classmethod
     def load(cls, path: Path | None = None) -> Classifier:
@@ -72,6 +73,14 @@ class Classifier:
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         return [self.decide(float(p)) for p in self.probabilities(images)]
+
+    def heatmap(self, image: np.ndarray) -> np.ndarray:
+        """Grad-CAM map in [0, 1] at the model's input size for one display-level image."""
+        from model.gradcam import grad_cam, gradcam_probe
+
+        if self._probe is None:
+            self._probe = gradcam_probe(self.network)
+        return grad_cam(self._probe, self.inputs([image])[0])
 
     def decide(self, probability: float) -> Prediction:
         """Label and priority for one calibrated probability, from the card's thresholds."""

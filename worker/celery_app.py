@@ -94,6 +94,28 @@ def _prepare_child(**_: Any) -> None:
     _warm_up()
 
 
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """The worker's main process serves ``/metrics``: the sum over its prefork children."""
+    from worker import metrics
+
+    port = get_settings().metrics_port
+    if port is None:
+        return
+    metrics.reset_multiprocess_dir()
+    try:
+        metrics.serve(port)
+    except OSError as error:  # a second worker on this host: its children still count
+        log.warning("metrics port %d unavailable (%s); not serving /metrics", port, error)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child(pid: int | None = None, **_: Any) -> None:
+    from worker import metrics
+
+    metrics.mark_process_dead(pid or os.getpid())
+
+
 @signals.worker_ready.connect
 def _prepare_solo(sender: Any = None, **_: Any) -> None:
     """Solo and thread pools never fork: load the model in this process before the first task."""

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Status, WorklistEntry, utcnow
@@ -39,18 +37,12 @@ from ingest.filing import (
 from ingest.image import SourceImage
 from ingest.loading import load_scorable
 from model.prediction import Prediction
+from worker import results
+from worker.metrics import get_metrics
+from worker.scoring import Scorer
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Scorer(Protocol):
-    """What the pipeline needs from ``model.predict.Classifier``."""
-
-    @property
-    def version(self) -> str: ...
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
 
 
 @dataclass(frozen=True)
@@ -92,6 +84,9 @@ class Pipeline:
         self._record(outcomes, token)
         for job, outcome in zip(jobs, outcomes, strict=True):
             self._file(job, outcome)
+        get_metrics().observe_batch(
+            outcomes, [job.received_at for job in jobs], time.monotonic() - started
+        )
         log.info(
             "task for row %d: %d row(s) in %.2f s (%s)",
             entry_id,
@@ -148,6 +143,17 @@ class Pipeline:
             else:
                 loaded[job.entry_id] = (image, eligibility.flags)
         predictions = self._predict(loaded) if loaded else {}
+        for job in jobs:  # while the original is still in the inbox
+            if job.entry_id in predictions:
+                image = loaded[job.entry_id][0]
+                results.publish(
+                    self.settings,
+                    self.scorer(),
+                    job.entry_id,
+                    job.source,
+                    image,
+                    predictions[job.entry_id],
+                )
         outcomes = []
         for job in jobs:
             if job.entry_id in unscored:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ingest.image import SourceImage, SourceKind
@@ -22,6 +21,7 @@ from pacs.outbox import write_results
 from pacs.store import PacsNode, StoreError, StorePriority, send
 from web.overlays import save_overlay
 from worker.metrics import get_metrics
+from worker.scoring import Scorer
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,26 +39,15 @@ def pacs_node(settings: Settings) -> PacsNode | None:
     )
 
 
-def render_overlay(scorer: object, image: SourceImage, prediction: Prediction) -> Image.Image:
-    """The radiograph with the scorer's Grad-CAM heatmap.
-
-    ``scorer`` is the pipeline's :class:`model.predict.Classifier` (its ``network`` and
-    ``inputs``); a scorer without a network gives the radiograph without a heatmap.
-    """
+def render_overlay(scorer: Scorer, image: SourceImage, prediction: Prediction) -> Image.Image:
+    """The radiograph with the scorer's Grad-CAM heatmap and the result as a caption."""
     caption = f"{prediction.priority.value.upper()}  p={prediction.probability:.2f}"
-    if hasattr(scorer, "network") and hasattr(scorer, "inputs"):
-        from model.gradcam import grad_cam  # TensorFlow: already loaded with the scorer
-
-        model_input = scorer.inputs([image.pixels])[0]
-        heatmap = grad_cam(scorer.network, model_input)
-    else:
-        heatmap = np.zeros((8, 8), dtype=np.float32)
-    return overlay_heatmap(image.pixels, heatmap, caption=caption)
+    return overlay_heatmap(image.pixels, scorer.heatmap(image.pixels), caption=caption)
 
 
 def publish(
     settings: Settings,
-    scorer: object,
+    scorer: Scorer,
     entry_id: int,
     source: Path,
     image: SourceImage,

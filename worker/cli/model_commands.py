@@ -263,11 +263,10 @@ def _load_classifier(model: Path | None) -> Classifier:
 def _write_heatmap(
     classifier: Classifier, grey: np.ndarray, result: Prediction, source: Path, out_dir: Path
 ) -> Path:
-    from model.gradcam import grad_cam
     from model.overlay import overlay_heatmap
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cam = grad_cam(classifier.network, classifier.inputs([grey])[0])
+    cam = classifier.heatmap(grey)
     caption = (
         f"P(pneumonia)={result.probability:.3f} {result.label} [{result.priority}] "
         f"{result.model_version} - not for diagnostic use"

@@ -117,10 +117,13 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name")] = None,
 ) -> None:
     """Start a Celery worker with acks-late, prefetch 1 and both triage queues."""
+    settings = _settings()
+    # Prefork children write their metrics here for the main process to sum; it must be
+    # set before prometheus_client is first imported.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "metrics"))
     from worker import service
     from worker.celery_app import app as celery_app
 
-    settings = _settings()
     argv = service.worker_argv(
         settings, pool=pool, concurrency=concurrency, queues=queues, hostname=hostname
     )
