@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ingest import IngestError, load_scorable
 from model.dataset import LABELS
 from model.metrics import classification_metrics
 from model.plots import plot_calibration, plot_confusion, plot_pr, plot_roc
@@ -61,25 +62,18 @@ def labelled_files(data_dir: Path) -> list[tuple[Path, int]]:
 
 
 def score_folder(
-    classifier: Classifier,
-    files: list[tuple[Path, int]],
-    load_grey: Callable[[Path], np.ndarray],
-    progress: bool = True,
+    classifier: Classifier, files: list[tuple[Path, int]], progress: bool = True
 ) -> tuple[list[Scored], list[Rejected]]:
-    """Probabilities for every loadable file; the others with the reason they were refused.
-
-    ``load_grey`` raises ``ingest.IngestError`` (anything with a ``reason``) for files the
-    worker would not score.
-    """
+    """Probabilities for every file the worker would score; the others with its reason."""
     scored: list[Scored] = []
     rejected: list[Rejected] = []
     for batch in _batches(tqdm(files, desc="scoring", unit="img", disable=not progress)):
         images, kept = [], []
         for path, label in batch:
             try:
-                images.append(load_grey(path))
-            except Exception as error:  # noqa: BLE001 - any refusal is reported, none fatal
-                rejected.append(Rejected(path, label, str(getattr(error, "reason", "error"))))
+                images.append(load_scorable(path)[0].pixels)
+            except IngestError as error:
+                rejected.append(Rejected(path, label, error.reason.value))
                 continue
             kept.append((path, label))
         for (path, label), p in zip(kept, classifier.probabilities(images), strict=True):
@@ -91,12 +85,11 @@ def evaluate_folder(
     classifier: Classifier,
     data_dir: Path,
     out_dir: Path,
-    load_grey: Callable[[Path], np.ndarray],
     bootstrap: int = 2000,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score ``data_dir``, write metrics.json, the four plots, predictions.csv and report.md."""
-    scored, rejected = score_folder(classifier, labelled_files(data_dir), load_grey, progress)
+    scored, rejected = score_folder(classifier, labelled_files(data_dir), progress)
     if not scored:
         raise ValueError(f"none of the files under {data_dir} could be scored")
     labels = np.array([s.label for s in scored])
@@ -128,7 +121,7 @@ def evaluate_folder(
     return metrics
 
 
-def _batches(items: Iterator[tuple[Path, int]] | Any) -> Iterator[list[tuple[Path, int]]]:
+def _batches(items: Iterable[tuple[Path, int]]) -> Iterator[list[tuple[Path, int]]]:
     batch: list[tuple[Path, int]] = []
     for item in items:
         batch.append(item)

@@ -165,13 +165,10 @@ def evaluate(
     This is how a hospital validates the model on its own data before go-live.
     """
     _quiet_tensorflow()
-    from ingest import load_scorable
     from model.evaluate import evaluate_folder
 
     classifier = _load_classifier(model)
-    metrics = evaluate_folder(
-        classifier, data, out, lambda p: load_scorable(p)[0].pixels, bootstrap=bootstrap
-    )
+    metrics = evaluate_folder(classifier, data, out, bootstrap=bootstrap)
     typer.echo(
         f"n={metrics['n']} (rejected {metrics['n_rejected']}): accuracy {metrics['accuracy']:.4f}"
         f", sensitivity {metrics['sensitivity']:.4f}, specificity {metrics['specificity']:.4f}, "
