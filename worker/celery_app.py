@@ -84,6 +84,14 @@ app = Celery("cxr_triage", include=["worker.tasks"])
 app.config_from_object(celery_config(get_settings()))
 
 
+@signals.after_setup_logger.connect
+def _cap_phi_loggers(**_: Any) -> None:
+    """Celery configured logging at --loglevel: keep PHI-prone libraries quiet anyway."""
+    from worker.phi_logging import cap_phi_loggers
+
+    cap_phi_loggers()
+
+
 @signals.worker_process_init.connect
 def _prepare_child(**_: Any) -> None:
     """A prefork child starts: drop connections inherited from the parent, then load the

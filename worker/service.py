@@ -103,8 +103,11 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def configure_logging(level: str) -> None:
+    from worker.phi_logging import cap_phi_loggers
+
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    cap_phi_loggers()
