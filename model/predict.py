@@ -15,6 +15,7 @@ import numpy as np
 from scipy.special import expit
 
 from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard
+from model.gradcam import CamFunction, gradcam_function
 from model.prediction import Label, Prediction, Priority
 from model.preprocess import PREPROCESSING_VERSION, preprocess
 
@@ -34,7 +35,7 @@ class Classifier:
             )
         self.network = network
         self.card = card
-        self._probe: keras.Model | None = None
+        self._cams: CamFunction | None = None
 
     @classmethod
     def load(cls, path: Path | None = None) -> Classifier:
@@ -76,11 +77,9 @@ class Classifier:
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """Grad-CAM map in [0, 1] at the model's input size for one display-level image."""
-        from model.gradcam import grad_cam, gradcam_probe
-
-        if self._probe is None:
-            self._probe = gradcam_probe(self.network)
-        return grad_cam(self._probe, self.inputs([image])[0])
+        if self._cams is None:
+            self._cams = gradcam_function(self.network)
+        return self._cams(self.inputs([image]))[0]
 
     def decide(self, probability: float) -> Prediction:
         """Label and priority for one calibrated probability, from the card's thresholds."""
