@@ -29,8 +29,10 @@ from worker.settings import Settings, get_settings
 
 LIVE_QUEUE = "cxr.live"
 BACKFILL_QUEUE = "cxr.backfill"
-QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE)  # consumption order
+RESULTS_QUEUE = "cxr.results"
+QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE, RESULTS_QUEUE)  # consumption order
 TRIAGE_TASK = "cxr.triage"
+PUBLISH_TASK = "cxr.publish"
 PROCESS_START_TIMEOUT_S = 180.0
 
 log = logging.getLogger(__name__)

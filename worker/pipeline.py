@@ -7,7 +7,9 @@ Plain Python, no Celery: the task is one line calling :func:`triage`, and the te
 2. read and score outside any transaction;
 3. store every outcome and its destination path in one transaction;
 4. only then move the originals. A crash before 4 leaves the file in the inbox with a final
-   row; the watcher's next look at the file moves it (:mod:`worker.intake`).
+   row; the watcher's next look at the file moves it (:mod:`worker.intake`);
+5. hand the ``done`` rows to ``on_scored`` (the worker sends one results task each: heatmap
+   overlay, SR and SC, on a queue consumed after all triage work).
 
 Bad input (an :class:`ingest.IngestError`) becomes a ``rejected`` row and is never retried; an
 unexpected error on one file becomes ``failed`` for that file only. Database, broker and model
@@ -37,7 +39,6 @@ from ingest.filing import (
 from ingest.image import SourceImage
 from ingest.loading import load_scorable
 from model.prediction import Prediction
-from worker import results
 from worker.metrics import get_metrics
 from worker.scoring import Scorer
 from worker.settings import Settings
@@ -72,6 +73,7 @@ class Pipeline:
     settings: Settings
     sessions: sessionmaker[Session]
     scorer: Callable[[], Scorer]  # called lazily: a batch of rejections never loads the model
+    on_scored: Callable[[list[int]], None] = lambda entry_ids: None  # after rows are filed
 
     def triage(self, entry_id: int, token: str) -> list[Outcome]:
         """Process ``entry_id`` (and batch-mates) for the task ``token``; see the module doc."""
@@ -84,6 +86,7 @@ class Pipeline:
         self._record(outcomes, token)
         for job, outcome in zip(jobs, outcomes, strict=True):
             self._file(job, outcome)
+        self.on_scored([o.entry_id for o in outcomes if o.status is Status.DONE])
         get_metrics().observe_batch(
             outcomes, [job.received_at for job in jobs], time.monotonic() - started
         )
@@ -143,17 +146,6 @@ class Pipeline:
             else:
                 loaded[job.entry_id] = (image, eligibility.flags)
         predictions = self._predict(loaded) if loaded else {}
-        for job in jobs:  # while the original is still in the inbox
-            if job.entry_id in predictions:
-                image = loaded[job.entry_id][0]
-                results.publish(
-                    self.settings,
-                    self.scorer(),
-                    job.entry_id,
-                    job.source,
-                    image,
-                    predictions[job.entry_id],
-                )
         outcomes = []
         for job in jobs:
             if job.entry_id in unscored:
@@ -272,8 +264,10 @@ def triage(entry_id: int, token: str) -> list[Outcome]:
     """The Celery task's body: the pipeline wired to this process's engine and model."""
     from worker.resources import get_scorer, get_session_factory
     from worker.settings import get_settings
+    from worker.tasks import enqueue_publish
 
-    return Pipeline(get_settings(), get_session_factory(), get_scorer).triage(entry_id, token)
+    pipeline = Pipeline(get_settings(), get_session_factory(), get_scorer, enqueue_publish)
+    return pipeline.triage(entry_id, token)
 
 
 __all__ = ["Outcome", "Pipeline", "Scorer", "WorklistEntry", "triage"]

@@ -1,7 +1,9 @@
 """After scoring: the heatmap overlay for the review page, the SR and SC for PACS.
 
-One call per scored image, :func:`publish`, made by the pipeline while the original is still
-in the inbox. Results are derived data: a problem here is logged by row id, counted
+One Celery task per scored row, after the triage task has stored the row and archived the
+original (:func:`publish_row`): rendering the heatmap and building the SR/SC costs several
+times the prediction itself, so it waits on its own queue behind any triage work and never
+holds up the reading order. Results are derived data: a problem here is logged by row id, counted
 (``cxr_triage_pacs_results_total{outcome="failed"}``) and never fails the triage, whose row
 is the system of record. A PACS that is down leaves the files in the outbox;
 ``cxr-triage pacs-send`` sends them again.
@@ -14,9 +16,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from db.models import Status
+from db.worklist import get_entry
 from ingest.image import SourceImage, SourceKind
+from ingest.readers import read_image
 from model.overlay import overlay_heatmap
-from model.prediction import Prediction
+from model.prediction import Label, Prediction, Priority
 from pacs.outbox import write_results
 from pacs.store import PacsNode, StoreError, StorePriority, send
 from web.overlays import save_overlay
@@ -79,3 +84,38 @@ def publish(
             log.warning("row %d: results stay in the outbox: %s", entry_id, error)
             metrics.observe_pacs("failed")
     return written
+
+
+def publish_row(entry_id: int) -> list[Path]:
+    """The deferred results task's body: publish a ``done`` row from its archived original.
+
+    The prediction is the row's own (probability, label, priority, threshold, model
+    version), so the SR and SC say exactly what the worklist says. A row that is not
+    ``done`` (reprocessed, or not scored) publishes nothing. A missing archived file raises
+    ``FileNotFoundError``: the archive move may still be pending, and the task retries.
+    """
+    from worker.resources import get_scorer, get_session_factory
+    from worker.settings import get_settings
+
+    with get_session_factory()() as session:
+        entry = get_entry(session, entry_id)
+        if (
+            entry is None
+            or entry.status is not Status.DONE
+            or entry.archived_path is None
+            or entry.label is None
+            or entry.priority is None
+        ):
+            log.info("row %d: not a scored row; no results to publish", entry_id)
+            return []
+        source = Path(entry.archived_path)
+        prediction = Prediction(
+            probability=float(entry.probability or 0.0),
+            label=Label(entry.label),
+            priority=Priority(entry.priority),
+            threshold=float(entry.threshold or 0.0),
+            model_version=entry.model_version or "",
+        )
+    if not source.is_file():
+        raise FileNotFoundError(f"row {entry_id}: archived original not there (yet)")
+    return publish(get_settings(), get_scorer(), entry_id, source, read_image(source), prediction)

@@ -131,6 +131,22 @@ def _check(
     assert ranks == sorted(ranks) and len(listed) == len(expected)
 
 
+def _check_results(outbox: Path, overlays: Path, scored: list) -> None:  # type: ignore[type-arg]
+    """The deferred results task: one SR and one SC in each scored DICOM's own study."""
+    import pydicom
+    from pydicom.uid import SecondaryCaptureImageStorage
+
+    written = [pydicom.dcmread(p) for p in files_under(outbox)]
+    dicom_rows = [r for r in scored if r.source_kind == "dicom"]
+    for row in dicom_rows:
+        in_study = [ds for ds in written if ds.StudyInstanceUID == row.study_instance_uid]
+        assert sorted(ds.Modality == "SR" for ds in in_study) == [False, True]
+        assert [ds.SOPClassUID for ds in in_study if ds.Modality != "SR"] == [
+            SecondaryCaptureImageStorage
+        ]
+    assert {p.stem for p in files_under(overlays)} == {r.file_sha256 for r in scored}
+
+
 @pytest.mark.services
 def test_redis_and_postgresql_with_two_worker_processes(
     tmp_path: Path, pg_url: str, redis_url: str, model_dir: Path
@@ -151,7 +167,20 @@ def test_redis_and_postgresql_with_two_worker_processes(
         _drop(tmp_path / "staging", tmp_path / "inbox")
         wait_until(all_final(pg_url, len(expected)), 300, "every row final", logs)
         wait_until(lambda: files_under(tmp_path / "inbox") == [], 60, "an empty inbox", logs)
+        scored = [r for r in rows(pg_url) if r.status is Status.DONE]
+        dicoms = [r for r in scored if r.source_kind == "dicom"]
+        outbox, overlays = tmp_path / "data" / "outbox", tmp_path / "data" / "overlays"
+        wait_until(
+            lambda: (
+                len(files_under(outbox)) == 2 * len(dicoms)
+                and len(files_under(overlays)) == len(scored)
+            ),
+            120,
+            "an SR + SC per scored DICOM and an overlay per scored file",
+            logs,
+        )
     _check(tmp_path, pg_url, expected, model_dir, env)
+    _check_results(outbox, overlays, scored)
 
 
 def test_embedded_default_in_one_command(tmp_path: Path, model_dir: Path) -> None:

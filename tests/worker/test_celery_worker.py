@@ -61,7 +61,7 @@ def test_worker_and_watcher_file_every_unscorable_input_once(
     quarantined = {p.parent.name for p in files_under(tmp_path / "quarantine")}
     assert quarantined == {"lateral_view", "wrong_sop_class", "truncated", "duplicate"}
     assert status["counts"]["rejected"] == 3 and status["counts"]["queued"] == 0
-    assert status["queues"] == {"cxr.live": 0, "cxr.backfill": 0}
+    assert status["queues"] == {"cxr.live": 0, "cxr.backfill": 0, "cxr.results": 0}
     assert status["oldest_waiting"] is None
     listed = cli_json(["worklist", "--json", "--status", "rejected"], env)
     assert len(listed) == 3
