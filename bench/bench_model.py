@@ -68,7 +68,8 @@ def main() -> None:
     )
     print(
         f"threshold          {m['threshold']:.4f} "
-        f"(urgent {card.operating_point.urgent_threshold:.4f})"
+        f"(suspect cut-off {card.operating_point.suspect_threshold:.4f}, sensitivity "
+        f"{np.mean(probabilities[labels == 1] >= card.operating_point.suspect_threshold):.4f})"
     )
     for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv", "f1"):
         low, high = m["ci95"][name]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
 from model.card import OperatingPoint
+from model.metrics import classification_metrics
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -51,18 +54,39 @@ def choose_operating_point(
     logits: np.ndarray,
     labels: np.ndarray,
     target_sensitivity: float,
-    urgent_target_specificity: float,
+    suspect_target_sensitivity: float,
 ) -> OperatingPoint:
+    """Temperature, then both cut-offs on the calibrated validation probabilities."""
+    if suspect_target_sensitivity < target_sensitivity:
+        raise ValueError("the suspect cut-off must be at least as sensitive as the label's")
     temperature = fit_temperature(logits, labels)
     probabilities = expit(logits / temperature)
-    threshold = threshold_for_sensitivity(probabilities, labels, target_sensitivity)
-    urgent = max(
-        threshold_for_specificity(probabilities, labels, urgent_target_specificity), threshold
-    )
     return OperatingPoint(
         temperature=temperature,
-        threshold=threshold,
-        urgent_threshold=min(urgent, 1.0),
+        threshold=threshold_for_sensitivity(probabilities, labels, target_sensitivity),
+        suspect_threshold=threshold_for_sensitivity(
+            probabilities, labels, suspect_target_sensitivity
+        ),
         target_sensitivity=target_sensitivity,
-        urgent_target_specificity=urgent_target_specificity,
+        suspect_target_sensitivity=suspect_target_sensitivity,
     )
+
+
+def calibrate_on_validation(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    target_sensitivity: float,
+    suspect_target_sensitivity: float,
+    seed: int = 0,
+) -> tuple[OperatingPoint, np.ndarray, dict[str, Any]]:
+    """The operating point, the calibrated probabilities and the metrics at its threshold."""
+    point = choose_operating_point(logits, labels, target_sensitivity, suspect_target_sensitivity)
+    probabilities = expit(logits / point.temperature)
+    metrics = classification_metrics(
+        labels.astype(int), probabilities, point.threshold, bootstrap=1000, seed=seed
+    )
+    metrics["suspect_threshold"] = point.suspect_threshold
+    metrics["sensitivity_at_suspect_threshold"] = float(
+        np.mean(probabilities[labels == 1] >= point.suspect_threshold)
+    )
+    return point, probabilities, metrics

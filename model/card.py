@@ -26,21 +26,27 @@ INTENDED_USE = (
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """Calibration and decision thresholds, all chosen on the validation split only."""
+    """Calibration and the two cut-offs of the reading priority, fitted on validation only.
+
+    ``threshold`` is the operating point: the highest probability that still catches
+    ``target_sensitivity`` of the validation pneumonias (the label). ``suspect_threshold``
+    is a second, more sensitive cut-off: below the label threshold but above it sit the
+    borderline cases a radiologist should still read before the routine ones.
+    """
 
     temperature: float  # calibrated probability = sigmoid(logit / temperature)
-    threshold: float  # probability at or above which the label is PNEUMONIA
-    urgent_threshold: float  # probability at or above which the priority is URGENT
-    target_sensitivity: float
-    urgent_target_specificity: float
+    threshold: float  # at or above: label PNEUMONIA, priority URGENT
+    suspect_threshold: float  # at or above (and below threshold): priority SUSPECT
+    target_sensitivity: float  # validation sensitivity of ``threshold``
+    suspect_target_sensitivity: float  # validation sensitivity of ``suspect_threshold``
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if not 0.0 < self.threshold <= self.urgent_threshold <= 1.0:
+        if not 0.0 <= self.suspect_threshold <= self.threshold <= 1.0:
             raise ValueError(
-                f"need 0 < threshold ({self.threshold}) <= urgent_threshold "
-                f"({self.urgent_threshold}) <= 1"
+                f"need 0 <= suspect_threshold ({self.suspect_threshold}) <= threshold "
+                f"({self.threshold}) <= 1"
             )
 
 

@@ -164,3 +164,24 @@ def load_cached_array(
     np.save(tmp, array)
     tmp.replace(cache_file)
     return array
+
+
+def stratified_subsample(records: Sequence[Record], n: int, seed: int) -> list[Record]:
+    """About ``n`` records, half of each class (for smoke runs), chosen by ``seed``."""
+    rng = np.random.default_rng(seed)
+    chosen: list[Record] = []
+    for label in (0, 1):
+        pool = [r for r in records if r.label == label]
+        take = min(len(pool), max(2, n // 2))
+        chosen += [pool[i] for i in rng.choice(len(pool), size=take, replace=False)]
+    return chosen
+
+
+def write_predictions(path: Path, records: Sequence[Record], probabilities: np.ndarray) -> None:
+    """``file,label,probability`` per validation image, for audit and plots."""
+    lines = ["file,label,probability"]
+    lines += [
+        f"{r.path.name},{LABELS[r.label]},{p:.6f}"
+        for r, p in zip(records, probabilities, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")

@@ -101,9 +101,9 @@ def evaluate_folder(
         data=str(data_dir),
         n_rejected=len(rejected),
         rejected_by_reason=dict(Counter(r.reason for r in rejected)),
-        urgent_threshold=point.urgent_threshold,
-        urgent_rate_in_pneumonia=float(
-            np.mean(probabilities[labels == 1] >= point.urgent_threshold)
+        suspect_threshold=point.suspect_threshold,
+        sensitivity_at_suspect_threshold=float(
+            np.mean(probabilities[labels == 1] >= point.suspect_threshold)
         )
         if (labels == 1).any()
         else float("nan"),

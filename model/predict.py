@@ -84,9 +84,9 @@ class Classifier:
     def decide(self, probability: float) -> Prediction:
         """Label and priority for one calibrated probability, from the card's thresholds."""
         point = self.card.operating_point
-        if probability >= point.urgent_threshold:
+        if probability >= point.threshold:
             priority = Priority.URGENT
-        elif probability >= point.threshold:
+        elif probability >= point.suspect_threshold:
             priority = Priority.SUSPECT
         else:
             priority = Priority.ROUTINE

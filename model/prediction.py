@@ -14,9 +14,10 @@ class Label(StrEnum):
 class Priority(StrEnum):
     """Reading priority on the worklist. ``rank`` orders it: 0 is read first.
 
-    ``urgent``: probability at or above the high-specificity cut-off (very likely pneumonia);
-    ``suspect``: at or above the operating threshold (sensitivity >= 0.95 on validation);
-    ``routine``: below it. No case is ever removed from the reading queue.
+    ``urgent``: at or above the operating threshold, labelled pneumonia (the threshold
+    catches 95 % of the validation pneumonias); ``suspect``: below it but above a second,
+    more sensitive cut-off (99 % on validation), the borderline cases; ``routine``: the
+    rest. Both cut-offs live in the model card. No case is ever removed from the queue.
     """
 
     URGENT = "urgent"

@@ -41,9 +41,9 @@ def write_report(path: Path, card: ModelCard, metrics: dict[str, Any], plots: bo
         f"{card.training.get('fit_wall_seconds', '?')} s on {card.training.get('machine', '?')}.",
         f"- Operating point (fitted on the validation split only): temperature "
         f"{point.temperature:.3f}; PNEUMONIA at probability >= {point.threshold:.4f} "
-        f"(validation sensitivity target {point.target_sensitivity}); URGENT at >= "
-        f"{point.urgent_threshold:.4f} (validation specificity target "
-        f"{point.urgent_target_specificity}).",
+        f"(priority URGENT; validation sensitivity target {point.target_sensitivity}); "
+        f"SUSPECT at >= {point.suspect_threshold:.4f} (validation sensitivity target "
+        f"{point.suspect_target_sensitivity}); ROUTINE below.",
         "",
         "## Training data",
         f"- {card.data.get('source', 'unknown')}; manifest SHA-256 "

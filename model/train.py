@@ -21,19 +21,19 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from scipy.special import expit
 from tqdm import tqdm
 
 from model import dataset
 from model.augment import build_augmenter
-from model.calibration import choose_operating_point
+from model.calibration import calibrate_on_validation
 from model.card import WEIGHTS_FILE, ModelCard
-from model.metrics import classification_metrics
 from model.network import build_model
 from model.plots import plot_training_curves
 from model.preprocess import PREPROCESSING_VERSION
 
 log = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "validation_predictions.csv"
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int = 20261125
     patience: int = 10
     target_sensitivity: float = 0.95
-    urgent_target_specificity: float = 0.98
+    suspect_target_sensitivity: float = 0.99
     max_images: int | None = None  # subsample (stratified by class) for smoke runs
     steps_per_epoch: int | None = None
     model_version: str = field(default_factory=lambda: datetime.now(UTC).strftime("cxr-%Y%m%d"))
@@ -66,7 +66,7 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
 
     records = dataset.load_manifest(config.data_dir)
     if config.max_images:
-        records = _stratified_subsample(records, config.max_images, config.seed)
+        records = dataset.stratified_subsample(records, config.max_images, config.seed)
     hashes = dataset.content_hashes(records)
     split = dataset.patient_split(records, hashes, config.validation_fraction, config.seed)
     log.info("split: %s", json.dumps(split.summary()))
@@ -119,12 +119,12 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     val_logits = best.predict(
         val_x[..., np.newaxis].astype(np.float32) / 255.0, batch_size=64, verbose=0
     )[:, 0]
-    point = choose_operating_point(
-        val_logits, val_y, config.target_sensitivity, config.urgent_target_specificity
-    )
-    val_probabilities = expit(val_logits / point.temperature)
-    metrics = classification_metrics(
-        val_y.astype(int), val_probabilities, point.threshold, bootstrap=1000, seed=config.seed
+    point, val_probabilities, metrics = calibrate_on_validation(
+        val_logits,
+        val_y,
+        config.target_sensitivity,
+        config.suspect_target_sensitivity,
+        seed=config.seed,
     )
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmax(history.history["val_auc"])) + 1
@@ -159,8 +159,8 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     card.save(config.out_dir)
     (config.out_dir / "history.json").write_text(json.dumps(history.history, indent=1))
     plot_training_curves(history.history, config.out_dir / "curves.png")
-    _write_predictions(
-        config.out_dir / "validation_predictions.csv", split.validation, val_probabilities
+    dataset.write_predictions(
+        config.out_dir / PREDICTIONS_FILE, split.validation, val_probabilities
     )
     return card
 
@@ -185,16 +185,6 @@ def _balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     """Weights that make both classes contribute equally to the loss (2.9 : 1 imbalance)."""
     counts = np.bincount(labels.astype(int), minlength=2)
     return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
-
-
-def _stratified_subsample(records: list[dataset.Record], n: int, seed: int) -> list[dataset.Record]:
-    rng = np.random.default_rng(seed)
-    chosen: list[dataset.Record] = []
-    for label in (0, 1):
-        pool = [r for r in records if r.label == label]
-        take = min(len(pool), max(2, n // 2))
-        chosen += [pool[i] for i in rng.choice(len(pool), size=take, replace=False)]
-    return chosen
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -230,17 +220,6 @@ class EpochProgress(keras.callbacks.Callback):
             f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float)
         )
         tqdm.write(f"epoch {epoch + 1}/{self.epochs} ({elapsed:.0f}s): {summary}")
-
-
-def _write_predictions(
-    path: Path, records: tuple[dataset.Record, ...], probabilities: np.ndarray
-) -> None:
-    lines = ["file,label,probability"]
-    lines += [
-        f"{r.path.name},{dataset.LABELS[r.label]},{p:.6f}"
-        for r, p in zip(records, probabilities, strict=True)
-    ]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def _jsonable(value: object) -> object:

@@ -27,9 +27,9 @@ def untrained_classifier(input_size: int = 64, seed: int = 7):  # type: ignore[n
         operating_point=OperatingPoint(
             temperature=1.0,
             threshold=0.5,
-            urgent_threshold=0.8,
+            suspect_threshold=0.2,
             target_sensitivity=0.95,
-            urgent_target_specificity=0.98,
+            suspect_target_sensitivity=0.99,
         ),
     )
     return Classifier(build_model(input_size), card)

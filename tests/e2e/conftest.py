@@ -30,9 +30,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         operating_point=OperatingPoint(
             temperature=1.0,
             threshold=0.5,
-            urgent_threshold=0.8,
+            suspect_threshold=0.2,
             target_sensitivity=0.95,
-            urgent_target_specificity=0.95,
+            suspect_target_sensitivity=0.99,
         ),
     ).save(directory)
     return directory

@@ -38,12 +38,17 @@ def test_specificity_threshold_keeps_the_required_share_of_negatives_below_it() 
     assert np.mean(probs < probs[97]) < 0.98 or t <= probs[98]
 
 
-def test_operating_point_orders_thresholds_and_meets_its_targets_on_its_own_data() -> None:
+def test_operating_point_orders_cut_offs_and_meets_its_targets_on_its_own_data() -> None:
     rng = np.random.default_rng(1)
     labels = np.r_[np.zeros(300), np.ones(700)]
     logits = np.r_[rng.normal(-2, 1.5, 300), rng.normal(2.5, 1.5, 700)]
-    point = choose_operating_point(logits, labels, 0.95, 0.98)
+    point = choose_operating_point(logits, labels, 0.95, 0.99)
     probs = expit(logits / point.temperature)
-    assert point.threshold <= point.urgent_threshold
+    assert point.suspect_threshold < point.threshold
     assert np.mean(probs[labels == 1] >= point.threshold) >= 0.95
-    assert np.mean(probs[labels == 0] < point.urgent_threshold) >= 0.98
+    assert np.mean(probs[labels == 1] >= point.suspect_threshold) >= 0.99
+
+
+def test_a_suspect_cut_off_less_sensitive_than_the_label_is_refused() -> None:
+    with pytest.raises(ValueError, match="sensitive"):
+        choose_operating_point(np.array([-1.0, 1.0]), np.array([0.0, 1.0]), 0.95, 0.9)

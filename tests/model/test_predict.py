@@ -52,12 +52,15 @@ def test_predictions_are_deterministic_and_batch_independent(classifier, images)
 
 def test_label_and_priority_follow_the_card_thresholds(classifier) -> None:
     point = classifier.card.operating_point
-    assert classifier.decide(point.urgent_threshold).priority is Priority.URGENT
-    assert classifier.decide(point.threshold).priority in (Priority.SUSPECT, Priority.URGENT)
-    assert classifier.decide(point.threshold).label is Label.PNEUMONIA
-    below = float(np.nextafter(point.threshold, 0))
-    assert classifier.decide(below).label is Label.NORMAL
-    assert classifier.decide(below).priority is Priority.ROUTINE
+    at_threshold = classifier.decide(point.threshold)
+    assert (at_threshold.label, at_threshold.priority) == (Label.PNEUMONIA, Priority.URGENT)
+    below = classifier.decide(float(np.nextafter(point.threshold, 0)))
+    assert below.label is Label.NORMAL
+    assert below.priority is (
+        Priority.SUSPECT if point.suspect_threshold < point.threshold else Priority.ROUTINE
+    )
+    under_suspect = classifier.decide(float(np.nextafter(point.suspect_threshold, 0)))
+    assert (under_suspect.label, under_suspect.priority) == (Label.NORMAL, Priority.ROUTINE)
 
 
 def test_gradcam_map_has_the_input_shape_and_is_not_constant(classifier, images) -> None:

@@ -62,7 +62,7 @@ def test_training_writes_weights_card_history_and_curves(smoke_run: Path) -> Non
     assert card["input_size"] == 64
     assert card["model_version"] == "smoke"
     point = card["operating_point"]
-    assert 0 < point["threshold"] <= point["urgent_threshold"] <= 1
+    assert 0 <= point["suspect_threshold"] <= point["threshold"] <= 1
     assert card["data"]["split"]["validation"]["images"] > 0
     assert set(json.loads((smoke_run / "history.json").read_text())) >= {"loss", "val_auc"}
 

@@ -24,6 +24,25 @@ if TYPE_CHECKING:
 
 DEFAULT_CACHE = Path.home() / ".cache" / "cxr-triage"
 
+TargetSensitivity = Annotated[
+    float,
+    typer.Option(
+        min=0.5,
+        max=1.0,
+        help="Label threshold (PNEUMONIA, URGENT): the highest probability that still gives "
+        "this sensitivity on the validation split.",
+    ),
+]
+SuspectSensitivity = Annotated[
+    float,
+    typer.Option(
+        min=0.5,
+        max=1.0,
+        help="SUSPECT cut-off: the highest probability giving this (higher) validation "
+        "sensitivity; cases between it and the threshold are read before ROUTINE ones.",
+    ),
+]
+
 
 @app.command(rich_help_panel="Model")
 def train(
@@ -61,22 +80,8 @@ def train(
     patience: Annotated[
         int, typer.Option(min=1, help="Epochs without a better validation ROC AUC before stopping.")
     ] = 10,
-    target_sensitivity: Annotated[
-        float,
-        typer.Option(
-            min=0.5,
-            max=1.0,
-            help="The threshold is the highest giving this validation sensitivity.",
-        ),
-    ] = 0.95,
-    urgent_specificity: Annotated[
-        float,
-        typer.Option(
-            min=0.5,
-            max=1.0,
-            help="URGENT priority cut-off: the lowest giving this validation specificity.",
-        ),
-    ] = 0.98,
+    target_sensitivity: TargetSensitivity = 0.95,
+    suspect_sensitivity: SuspectSensitivity = 0.99,
     max_images: Annotated[int | None, typer.Option(help="Subsample the data (smoke runs).")] = None,
     steps_per_epoch: Annotated[
         int | None, typer.Option(help="Cap batches per epoch (smoke runs).")
@@ -110,7 +115,7 @@ def train(
         seed=seed,
         patience=patience,
         target_sensitivity=target_sensitivity,
-        urgent_target_specificity=urgent_specificity,
+        suspect_target_sensitivity=suspect_sensitivity,
         max_images=max_images,
         steps_per_epoch=steps_per_epoch,
     )
@@ -122,6 +127,48 @@ def train(
         f"{card.model_version}: validation ROC AUC {m['roc_auc']:.4f}, sensitivity "
         f"{m['sensitivity']:.3f}, specificity {m['specificity']:.3f} at threshold "
         f"{card.operating_point.threshold:.3f}; wrote {out}"
+    )
+
+
+@app.command(rich_help_panel="Model")
+def calibrate(
+    model: Annotated[
+        Path, typer.Option(help="Model directory to recalibrate in place.", exists=True)
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="The pediatric-cxr folder the model was trained on.", exists=True, file_okay=False
+        ),
+    ],
+    target_sensitivity: TargetSensitivity = 0.95,
+    suspect_sensitivity: SuspectSensitivity = 0.99,
+    cache_dir: Annotated[
+        Path, typer.Option(help="Where the decoded uint8 arrays are cached.")
+    ] = DEFAULT_CACHE,
+) -> None:
+    """Refit temperature and both cut-offs on the model's own validation split.
+
+    The weights are untouched; the model card (thresholds, validation metrics) is
+    rewritten. Refuses if the data do not give the split the model was trained with.
+    """
+    _quiet_tensorflow()
+    from ingest import read_image
+    from model.recalibrate import recalibrate
+
+    card = recalibrate(
+        model,
+        data,
+        cache_dir,
+        lambda path: read_image(path).pixels,
+        target_sensitivity,
+        suspect_sensitivity,
+    )
+    m, point = card.validation_metrics, card.operating_point
+    typer.echo(
+        f"{card.model_version}: threshold {point.threshold:.4f} (validation sensitivity "
+        f"{m['sensitivity']:.3f}, specificity {m['specificity']:.3f}); suspect cut-off "
+        f"{point.suspect_threshold:.4f} (sensitivity {m['sensitivity_at_suspect_threshold']:.3f})"
     )
 
 
