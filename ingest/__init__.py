@@ -12,13 +12,14 @@ Every failure is an :class:`IngestError` carrying one :class:`Reason`.
 """
 
 from ingest.eligibility import Eligibility, evaluate
-from ingest.errors import IngestError, Reason
+from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.hashing import file_sha256
 from ingest.image import ImageMetadata, Normalization, SourceImage, SourceKind
 from ingest.loading import load_scorable
 from ingest.readers import read_header, read_image
 
 __all__ = [
+    "ContentChangedError",
     "Eligibility",
     "ImageMetadata",
     "IngestError",

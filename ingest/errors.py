@@ -53,3 +53,11 @@ class IngestError(Exception):
     def __reduce__(self) -> tuple[type[IngestError], tuple[Reason, str]]:
         # Keep the reason when the error crosses a process boundary (Celery, pickling).
         return (type(self), (self.reason, self.message))
+
+
+class ContentChangedError(Exception):
+    """The file no longer holds the bytes it was received with (a sender overwrote it).
+
+    Not a property of the file's content, so not a :class:`Reason`: the new content is a new
+    arrival, and whoever held the old one must not score it under the old identity.
+    """

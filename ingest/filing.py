@@ -53,7 +53,9 @@ def move_into_place(source: Path, destination: Path) -> Path:
         return target
     except OSError as error:
         if error.errno != errno.EXDEV:  # another filesystem: copy, then remove
-            raise FilingError(f"cannot move {source.name} to {target}: {error}") from error
+            raise FilingError(
+                f"cannot move a file into {target.parent}: {error.strerror}"
+            ) from error
     partial = target.with_name(f".{target.name}.partial")
     try:
         shutil.copy2(source, partial, follow_symlinks=False)
@@ -63,7 +65,7 @@ def move_into_place(source: Path, destination: Path) -> Path:
         source.unlink()
     except OSError as error:
         partial.unlink(missing_ok=True)
-        raise FilingError(f"cannot move {source.name} to {target}: {error}") from error
+        raise FilingError(f"cannot copy a file into {target.parent}: {error.strerror}") from error
     return target
 
 

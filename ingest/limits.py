@@ -30,10 +30,8 @@ def checked_file_size(path: Path, max_file_bytes: int = MAX_FILE_BYTES) -> int:
         status = path.stat()
     except FileNotFoundError as exc:
         raise IngestError(Reason.UNSAFE_PATH, "The file no longer exists.") from exc
-    except OSError as exc:
-        raise IngestError(
-            Reason.UNSAFE_PATH, f"The file cannot be opened ({exc.strerror})."
-        ) from exc
+    # Any other OSError (EIO, ESTALE, EACCES on a dropped share) propagates: the file is
+    # not at fault, and the worker retries instead of rejecting it for good.
     if not stat.S_ISREG(status.st_mode):
         raise IngestError(Reason.UNSAFE_PATH, "The path is not a regular file.")
     if status.st_size == 0:

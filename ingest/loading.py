@@ -9,18 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingest.eligibility import Eligibility, evaluate
-from ingest.errors import IngestError
+from ingest.errors import ContentChangedError, IngestError
 from ingest.image import SourceImage
 from ingest.readers import decode, read_header
 
 
-def load_scorable(path: Path) -> tuple[SourceImage, Eligibility]:
+def load_scorable(
+    path: Path, expected_sha256: str | None = None
+) -> tuple[SourceImage, Eligibility]:
     """Return the decoded image and its (eligible) verdict with flags.
 
     Raises :class:`IngestError` with the first rejection reason when the header makes
-    the file ineligible, or with the reader's reason when it cannot be decoded.
+    the file ineligible, or with the reader's reason when it cannot be decoded; and
+    :class:`ContentChangedError` when ``expected_sha256`` is given and the file's content
+    no longer matches it.
     """
     metadata = read_header(path)
+    if expected_sha256 is not None and metadata.file_sha256 != expected_sha256:
+        raise ContentChangedError(
+            f"content hash {metadata.file_sha256[:12]} is not the one received"
+        )
     verdict = evaluate(metadata)
     if not verdict.eligible:
         raise IngestError(verdict.reasons[0], verdict.messages[0])

@@ -12,6 +12,7 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from ingest.errors import IngestError, Reason
@@ -133,8 +134,15 @@ def _raw_text(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
+#: PS3.5 6.2 maximum lengths of the VRs stored in the worklist; a non-conformant longer
+#: value is cut there rather than refused by the database later.
+_VR_MAX_LENGTH = {"SH": 16, "LO": 64, "CS": 16, "PN": 64}
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
-    return _raw_text(ds, keyword)
+    text = _raw_text(ds, keyword)
+    limit = _VR_MAX_LENGTH.get(dictionary_VR(keyword))
+    return text[:limit] if text and limit else text
 
 
 def _code(ds: Dataset, keyword: str) -> str | None:

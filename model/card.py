@@ -57,7 +57,6 @@ class ModelCard:
     preprocessing_version: str
     labels: tuple[str, ...]
     operating_point: OperatingPoint
-    tta: tuple[str, ...] = ()  # test-time augmentations averaged at inference ("identity", ...)
     intended_use: str = INTENDED_USE
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +74,6 @@ class ModelCard:
             raise FileNotFoundError(f"no {CARD_FILE} in {directory}: not a cxr-triage model")
         raw = json.loads(path.read_text())
         raw["labels"] = tuple(raw["labels"])
-        raw["tta"] = tuple(raw.get("tta", ()))
+        raw.pop("tta", None)  # cards written before test-time augmentation was ruled out
         raw["operating_point"] = OperatingPoint(**raw["operating_point"])
         return cls(**raw)

@@ -47,7 +47,9 @@ NO_UNITS = CodedConcept("1", "UCUM", "no units")
 
 LABEL_VALUES: dict[Label, CodedConcept] = {Label.PNEUMONIA: PRESENT, Label.NORMAL: ABSENT}
 PRIORITY_VALUES: dict[Priority, CodedConcept] = {
-    Priority.URGENT: CodedConcept("URGENT", LOCAL_SCHEME, "Urgent: read first"),
-    Priority.SUSPECT: CodedConcept("SUSPECT", LOCAL_SCHEME, "Suspect: above threshold"),
-    Priority.ROUTINE: CodedConcept("ROUTINE", LOCAL_SCHEME, "Routine: below threshold"),
+    Priority.URGENT: CodedConcept("URGENT", LOCAL_SCHEME, "Urgent: at or above the threshold"),
+    Priority.SUSPECT: CodedConcept(
+        "SUSPECT", LOCAL_SCHEME, "Suspect: below threshold, above sensitive cut-off"
+    ),
+    Priority.ROUTINE: CodedConcept("ROUTINE", LOCAL_SCHEME, "Routine: below both cut-offs"),
 }

@@ -102,7 +102,8 @@ class Intake:
         if same_file and entry.status not in FINAL_STATUSES:
             stale = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
             if entry.status is Status.QUEUED or (entry.started_at or entry.received_at) < stale:
-                self.enqueue(entry.id, origin)
+                # A re-send is never a live arrival: it must not overtake files that are.
+                self.enqueue(entry.id, Origin.BACKFILL)
                 log.info("row %d: task sent again", entry.id)
                 return Admission.REQUEUED
             return Admission.WAITING

@@ -19,6 +19,7 @@ outages propagate, and Celery retries the task with backoff.
 from __future__ import annotations
 
 import logging
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Status, WorklistEntry, utcnow
 from db.worklist import Scored, claim, get_entry, record_scored, record_unscored
-from ingest.errors import IngestError, Reason
+from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.filing import (
     archive_destination,
     move_into_place,
@@ -74,6 +75,9 @@ class Pipeline:
     sessions: sessionmaker[Session]
     scorer: Callable[[], Scorer]  # called lazily: a batch of rejections never loads the model
     on_scored: Callable[[list[int]], None] = lambda entry_ids: None  # after rows are filed
+    #: Exceptions that must reach the task runner even from per-file error handling (a
+    #: time limit): the task is then retried instead of its rows being stored as failed.
+    reraise: tuple[type[BaseException], ...] = ()
 
     def triage(self, entry_id: int, token: str) -> list[Outcome]:
         """Process ``entry_id`` (and batch-mates) for the task ``token``; see the module doc."""
@@ -83,10 +87,13 @@ class Pipeline:
             log.info("row %d: nothing to do (finished or held by another task)", entry_id)
             return []
         outcomes = self._outcomes(jobs)
-        self._record(outcomes, token)
+        recorded = self._record(outcomes, token)
         for job, outcome in zip(jobs, outcomes, strict=True):
-            self._file(job, outcome)
-        self.on_scored([o.entry_id for o in outcomes if o.status is Status.DONE])
+            if outcome.entry_id in recorded:  # a row reclaimed meanwhile is the other task's
+                self._file(job, outcome)
+        self.on_scored(
+            [o.entry_id for o in outcomes if o.status is Status.DONE and o.entry_id in recorded]
+        )
         get_metrics().observe_batch(
             outcomes, [job.received_at for job in jobs], time.monotonic() - started
         )
@@ -119,8 +126,17 @@ class Pipeline:
         unscored: dict[int, Outcome] = {}
         for job in jobs:
             try:
-                job.source.lstat()  # missing: failed below; unreachable share: OSError, retried
-                image, eligibility = load_scorable(job.source)
+                if not stat.S_ISREG(job.source.lstat().st_mode):  # missing: FileNotFoundError
+                    raise IngestError(Reason.UNSAFE_PATH, "The path is no longer a regular file.")
+                image, eligibility = load_scorable(job.source, expected_sha256=job.file_sha256)
+            except ContentChangedError:
+                unscored[job.entry_id] = Outcome(
+                    job.entry_id,
+                    Status.FAILED,
+                    None,  # the file now belongs to the row of its new content
+                    Reason.PROCESSING_ERROR.value,
+                    "the file was replaced after it was received; the new content is its own row",
+                )
             except IngestError as error:
                 unscored[job.entry_id] = self._unscored(
                     job, Status.REJECTED, error.reason, str(error)
@@ -136,6 +152,8 @@ class Pipeline:
             except OSError:
                 raise  # a share or disk problem: retry the task, the file is not at fault
             except Exception as error:  # a reader bug on a hostile file must not stop the batch
+                if isinstance(error, self.reraise):
+                    raise
                 log.exception("row %d: unexpected error while reading", job.entry_id)
                 unscored[job.entry_id] = self._unscored(
                     job,
@@ -180,13 +198,17 @@ class Pipeline:
         try:
             predictions = scorer.predict([loaded[i][0].pixels for i in ids])
             return dict(zip(ids, predictions, strict=True))
-        except Exception:  # an image that breaks the model must not fail its batch-mates
+        except Exception as error:  # an image that breaks the model must not fail its batch-mates
+            if isinstance(error, self.reraise):
+                raise
             log.exception("batch prediction failed; scoring the %d images one by one", len(ids))
         result: dict[int, Prediction] = {}
         for entry_id in ids:
             try:
                 result[entry_id] = scorer.predict([loaded[entry_id][0].pixels])[0]
-            except Exception:  # recorded as failed for this row only
+            except Exception as error:  # recorded as failed for this row only
+                if isinstance(error, self.reraise):
+                    raise
                 log.exception("row %d: prediction failed", entry_id)
         return result
 
@@ -196,12 +218,15 @@ class Pipeline:
         )
         return Outcome(job.entry_id, status, destination, reason.value, detail)
 
-    def _record(self, outcomes: list[Outcome], token: str) -> None:
+    def _record(self, outcomes: list[Outcome], token: str) -> set[int]:
+        """Store the outcomes of the rows this task still holds; return their ids."""
+        recorded: set[int] = set()
         with self.sessions.begin() as session:
             for outcome in outcomes:
                 entry = get_entry(session, outcome.entry_id)
                 if entry is None or entry.claim_token != token or entry.status != Status.PROCESSING:
                     continue  # reclaimed by another task after we were presumed dead
+                recorded.add(outcome.entry_id)
                 destination = str(outcome.destination) if outcome.destination else None
                 if outcome.status is Status.DONE and outcome.prediction is not None:
                     record_scored(
@@ -219,6 +244,7 @@ class Pipeline:
                         outcome.detail or "",
                         destination or "",
                     )
+        return recorded
 
     def _file(self, job: Job, outcome: Outcome) -> None:
         if outcome.destination is None or not (job.source.exists() or job.source.is_symlink()):
@@ -262,11 +288,19 @@ def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
 
 def triage(entry_id: int, token: str) -> list[Outcome]:
     """The Celery task's body: the pipeline wired to this process's engine and model."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
     from worker.resources import get_scorer, get_session_factory
     from worker.settings import get_settings
     from worker.tasks import enqueue_publish
 
-    pipeline = Pipeline(get_settings(), get_session_factory(), get_scorer, enqueue_publish)
+    pipeline = Pipeline(
+        get_settings(),
+        get_session_factory(),
+        get_scorer,
+        on_scored=enqueue_publish,
+        reraise=(SoftTimeLimitExceeded,),
+    )
     return pipeline.triage(entry_id, token)
 
 

@@ -72,3 +72,15 @@ def test_dates_and_times_parse_leniently() -> None:
     assert parse_tm("0930") == time(9, 30)
     assert parse_tm("235959.123") == time(23, 59, 59, 123000)
     assert parse_tm("25") is None
+
+
+def test_over_long_identifiers_are_cut_to_their_vr_length(tmp_path) -> None:
+    from ingest import read_header
+    from tests.ingest.dicom_factory import base_dataset, set_pixels, write
+
+    ds = set_pixels(base_dataset(8, 8), np.zeros((8, 8), dtype=np.uint8))
+    ds.AccessionNumber = "A" * 40  # SH: 16 at most; non-conformant senders exist
+    ds.PatientID = "P" * 90  # LO: 64 at most
+    metadata = read_header(write(ds, tmp_path / "long.dcm"))
+    assert metadata.accession_number == "A" * 16
+    assert metadata.patient_id == "P" * 64

@@ -74,3 +74,39 @@ def test_a_file_gone_from_the_inbox_fails_without_a_move(
         row = session.get(WorklistEntry, queued[0])
         assert row is not None and row.status is Status.FAILED
         assert row.reason == "processing_error"
+
+
+def test_a_file_replaced_after_admission_is_not_scored_under_the_old_row(
+    settings: Settings, sessions: sessionmaker[Session], queued: list[int]
+) -> None:
+    # A sender overwrites lateral.dcm with another image after the watcher admitted it: the
+    # old row (another patient's header) must not take the new pixels, nor move the file.
+    replacement = ct_dicom(settings.inbox_dir / "other.dcm").read_bytes()
+    (settings.inbox_dir / "other.dcm").unlink()
+    (settings.inbox_dir / "lateral.dcm").write_bytes(replacement)
+    Pipeline(settings, sessions, _no_model).triage(queued[0], token="t")
+    with sessions() as session:
+        row = session.get(WorklistEntry, queued[0])
+        assert row is not None and row.status is Status.FAILED
+        assert "replaced" in (row.reason_detail or "")
+    assert (settings.inbox_dir / "lateral.dcm").read_bytes() == replacement
+
+
+def test_a_row_reclaimed_by_another_task_is_neither_recorded_nor_filed(
+    settings: Settings, sessions: sessionmaker[Session], queued: list[int]
+) -> None:
+    published: list[int] = []
+    pipeline = Pipeline(settings, sessions, _no_model, on_scored=published.extend)
+    jobs = pipeline._claim(queued[0], token="presumed-dead")
+    with sessions.begin() as session:  # another task took the rows over meanwhile
+        for job in jobs:
+            entry = session.get(WorklistEntry, job.entry_id)
+            assert entry is not None
+            entry.claim_token = "the-other-task"
+    outcomes = pipeline._outcomes(jobs)
+    assert pipeline._record(outcomes, token="presumed-dead") == set()
+    assert sorted(p.name for p in settings.inbox_dir.iterdir()) == [
+        "ct.dcm",
+        "lateral.dcm",
+        "truncated.jpeg",
+    ]
