@@ -6,6 +6,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
+from model.prediction import Prediction
+
 
 def overlay_heatmap(
     grey: np.ndarray,
@@ -39,3 +41,11 @@ def overlay_heatmap(
         draw.rectangle((0, 0, blended.width, 22), fill=(0, 0, 0))
         draw.text((6, 5), caption, fill=(255, 255, 0))
     return blended
+
+
+def result_caption(prediction: Prediction) -> str:
+    """The one-line result burned into every overlay a person sees (review page, CLI)."""
+    return (
+        f"{prediction.priority.value.upper()}  P(pneumonia)={prediction.probability:.3f} "
+        f"{prediction.label.value}  {prediction.model_version} - not for diagnostic use"
+    )

@@ -20,7 +20,7 @@ from db.models import Status
 from db.worklist import get_entry
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
-from model.overlay import overlay_heatmap
+from model.overlay import overlay_heatmap, result_caption
 from model.prediction import Label, Prediction, Priority
 from pacs.outbox import write_results
 from pacs.store import PacsNode, StoreError, StorePriority, send
@@ -46,7 +46,7 @@ def pacs_node(settings: Settings) -> PacsNode | None:
 
 def render_overlay(scorer: Scorer, image: SourceImage, prediction: Prediction) -> Image.Image:
     """The radiograph with the scorer's Grad-CAM heatmap and the result as a caption."""
-    caption = f"{prediction.priority.value.upper()}  p={prediction.probability:.2f}"
+    caption = result_caption(prediction)
     return overlay_heatmap(image.pixels, scorer.heatmap(image.pixels), caption=caption)
 
 

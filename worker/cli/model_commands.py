@@ -307,14 +307,9 @@ def _load_classifier(model: Path | None) -> Classifier:
 def _write_heatmap(
     classifier: Classifier, grey: np.ndarray, result: Prediction, source: Path, out_dir: Path
 ) -> Path:
-    from model.overlay import overlay_heatmap
+    from model.overlay import overlay_heatmap, result_caption
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cam = classifier.heatmap(grey)
-    caption = (
-        f"P(pneumonia)={result.probability:.3f} {result.label} [{result.priority}] "
-        f"{result.model_version} - not for diagnostic use"
-    )
     target = out_dir / f"{source.stem}.heatmap.png"
-    overlay_heatmap(grey, cam, caption).save(target)
+    overlay_heatmap(grey, classifier.heatmap(grey), result_caption(result)).save(target)
     return target
