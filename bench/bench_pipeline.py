@@ -38,27 +38,18 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 def model_directory(requested: str | None, scratch: Path) -> Path:
-    from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard, OperatingPoint
+    from model.card import SHIPPED_DIR
+    from model.network import DEFAULT_WIDTHS
+    from model.train import TrainConfig
+    from tests.models import save_untrained_model
 
     if requested:
         return Path(requested)
     if (SHIPPED_DIR / "model_card.json").is_file():
         return SHIPPED_DIR
-    from model.network import build_model
-    from model.preprocess import PREPROCESSING_VERSION
-    from model.train import TrainConfig
-
     size = TrainConfig.__dataclass_fields__["input_size"].default
-    build_model(size).save(scratch / WEIGHTS_FILE)
-    ModelCard(
-        "bench-untrained",
-        size,
-        PREPROCESSING_VERSION,
-        ("NORMAL", "PNEUMONIA"),
-        OperatingPoint(1.0, 0.5, 0.8, 0.95, 0.95),
-    ).save(scratch)
     print(f"no shipped model: untrained {size}px network of the shipped architecture")
-    return scratch
+    return save_untrained_model(scratch, size, DEFAULT_WIDTHS)
 
 
 def sources(n: int) -> list[Path]:

@@ -14,10 +14,13 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+#: The shipped architecture: stem width, then one residual stage per further width.
+DEFAULT_WIDTHS = (24, 48, 96, 160, 256)
+
 
 def build_model(
     input_size: int,
-    widths: Sequence[int] = (32, 64, 128, 192, 256),
+    widths: Sequence[int] = DEFAULT_WIDTHS,
     dropout: float = 0.3,
     weight_decay: float = 1e-4,
 ) -> keras.Model:

@@ -27,7 +27,7 @@ from model import dataset
 from model.augment import build_augmenter
 from model.calibration import calibrate_on_validation
 from model.card import WEIGHTS_FILE, ModelCard
-from model.network import build_model
+from model.network import DEFAULT_WIDTHS, build_model
 from model.plots import plot_training_curves
 from model.preprocess import PREPROCESSING_VERSION
 
@@ -44,7 +44,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     input_size: int = 192
-    widths: tuple[int, ...] = (24, 48, 96, 160, 256)
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
     dropout: float = 0.3
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
