@@ -34,11 +34,7 @@ def main() -> None:
 
     classifier = Classifier.load(args.model)
     card = classifier.card
-    records = dataset.load_manifest(args.data)
-    hashes = dataset.content_hashes(records)
-    config = card.training["config"]
-    split = dataset.patient_split(records, hashes, config["validation_fraction"], config["seed"])
-    assert split.summary() == card.data["split"], "split differs from the one trained on"
+    split = dataset.training_split(args.data, card)
 
     started = time.perf_counter()
     greys = [read_image(r.path).pixels for r in split.validation]

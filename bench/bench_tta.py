@@ -61,11 +61,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/pediatric-cxr")
     args = parser.parse_args()
     classifier = Classifier.load(args.model)
-    config = classifier.card.training["config"]
-    records = dataset.load_manifest(args.data)
-    split = dataset.patient_split(
-        records, dataset.content_hashes(records), config["validation_fraction"], config["seed"]
-    )
+    split = dataset.training_split(args.data, classifier.card)
     labels = np.array([r.label for r in split.validation])
     x = classifier.inputs([read_image(r.path).pixels for r in split.validation])
     logits: dict[str, np.ndarray] = {}

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
+from model.card import ModelCard
 from model.preprocess import PREPROCESSING_VERSION, resize_square, to_model_levels
 
 LABELS = ("NORMAL", "PNEUMONIA")  # index = class id; PNEUMONIA is the positive class
@@ -185,3 +186,25 @@ def write_predictions(path: Path, records: Sequence[Record], probabilities: np.n
         for r, p in zip(records, probabilities, strict=True)
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def training_split(data_dir: Path, card: ModelCard) -> Split:
+    """The split ``card``'s model was trained with, re-derived from the seed, validation
+    fraction and subsample recorded in the card.
+
+    Raises ``ValueError`` if ``data_dir`` gives another split: scoring a model on images
+    it was trained on and calling it validation is the error this guards against.
+    """
+    config = card.training.get("config", {})
+    records = load_manifest(data_dir)
+    if config.get("max_images"):
+        records = stratified_subsample(records, config["max_images"], config["seed"])
+    split = patient_split(
+        records, content_hashes(records), config["validation_fraction"], config["seed"]
+    )
+    if split.summary() != card.data.get("split"):
+        raise ValueError(
+            f"the split of {data_dir} differs from the one {card.model_version} was trained "
+            "with: its validation images would not be unseen"
+        )
+    return split

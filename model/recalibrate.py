@@ -33,17 +33,7 @@ def recalibrate(
 ) -> ModelCard:
     """Rewrite ``model_dir``'s card with a new operating point and validation metrics."""
     card = ModelCard.load(model_dir)
-    config = card.training.get("config", {})
-    records = dataset.load_manifest(data_dir)
-    if config.get("max_images"):
-        records = dataset.stratified_subsample(records, config["max_images"], config["seed"])
-    hashes = dataset.content_hashes(records)
-    split = dataset.patient_split(records, hashes, config["validation_fraction"], config["seed"])
-    if split.summary() != card.data.get("split"):
-        raise ValueError(
-            f"the validation split of {data_dir} differs from the one {card.model_version} "
-            "was trained with: recalibrating on other data would not be validation"
-        )
+    split = dataset.training_split(data_dir, card)
     val_x = dataset.load_cached_array(
         split.validation, card.input_size, cache_dir, read_grey, desc="validation images"
     )
@@ -51,7 +41,11 @@ def recalibrate(
     network = keras.models.load_model(model_dir / WEIGHTS_FILE, compile=False)
     logits = network.predict(val_x[..., np.newaxis].astype(np.float32) / 255.0, verbose=0)[:, 0]
     point, probabilities, metrics = calibrate_on_validation(
-        logits, val_y, target_sensitivity, suspect_target_sensitivity, seed=config["seed"]
+        logits,
+        val_y,
+        target_sensitivity,
+        suspect_target_sensitivity,
+        seed=card.training["config"]["seed"],
     )
     recalibrated = dataclasses.replace(
         card,

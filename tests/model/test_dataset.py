@@ -76,3 +76,17 @@ def test_cached_array_is_reused_and_equals_the_preprocessing(
     assert np.array_equal(first, second)
     expected = preprocess(read_image(records[0].path).pixels, 48)[..., 0]
     assert np.array_equal(first[0].astype(np.float32) / 255.0, expected)
+
+
+def test_the_shipped_models_split_is_rederived_and_another_is_refused() -> None:
+    import dataclasses
+
+    from model.card import SHIPPED_DIR, ModelCard
+
+    card = ModelCard.load(SHIPPED_DIR)
+    if not (data_dir() / "MANIFEST.csv").is_file():
+        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
+    assert dataset.training_split(data_dir(), card).summary() == card.data["split"]
+    other_seed = {**card.training, "config": {**card.training["config"], "seed": 1}}
+    with pytest.raises(ValueError, match="differs"):
+        dataset.training_split(data_dir(), dataclasses.replace(card, training=other_seed))
