@@ -28,15 +28,15 @@ USERNAME = "dr.reader"
 PASSWORD = "correct horse battery"
 
 #: (name, probability, priority, rank, label) of the scored rows, in arrival order. Reading
-#: order is then: urgent 0.97, urgent 0.88, suspect 0.61, routine 0.20, routine 0.05.
+#: order is then: urgent 0.97, urgent 0.88, suspect 0.31, routine 0.08, routine 0.03.
 SCORED = (
-    ("routine-low", 0.05, "routine", 2, "normal"),
+    ("routine-low", 0.03, "routine", 2, "normal"),
     ("urgent-88", 0.88, "urgent", 0, "pneumonia"),
-    ("suspect-61", 0.61, "suspect", 1, "pneumonia"),
+    ("suspect-31", 0.31, "suspect", 1, "normal"),
     ("urgent-97", 0.97, "urgent", 0, "pneumonia"),
-    ("routine-20", 0.20, "routine", 2, "normal"),
+    ("routine-08", 0.08, "routine", 2, "normal"),
 )
-READING_ORDER = ("urgent-97", "urgent-88", "suspect-61", "routine-20", "routine-low")
+READING_ORDER = ("urgent-97", "urgent-88", "suspect-31", "routine-08", "routine-low")
 
 
 @dataclass
@@ -83,7 +83,7 @@ def seed(url: str, tmp_path: Path) -> Worklist:
                 ),
             )
             flags = ("eligibility_unverified",)  # a JPEG has no header to check
-            if name == "suspect-61":
+            if name == "suspect-31":
                 flags += ("age_outside_training_range",)
             scored = Scored(probability, label, priority, rank, 0.40, "sepcnn-test-1.0", flags)
             record_scored(session, entry, scored, str(archived))
@@ -96,7 +96,7 @@ def seed(url: str, tmp_path: Path) -> Worklist:
             Arrival(file_sha256="e" * 64, source_name="lateral.dcm", source_path="/x/lateral.dcm"),
         )
         record_unscored(
-            session, rejected, Status.REJECTED, "view_position", "(0018,5101) LL", "/q/lateral"
+            session, rejected, Status.REJECTED, "lateral_view", "(0018,5101) LL", "/q/lateral"
         )
         ids["rejected"] = rejected.id
         waiting, _ = admit(

@@ -46,9 +46,9 @@ def test_worklist_is_in_reading_order_with_unscored_rows_last(client, worklist):
 def test_filters_narrow_the_list(client, worklist):
     rejected = client.get("/api/worklist", params={"status": "rejected"}, auth=BASIC).json()
     assert [row["id"] for row in rejected["rows"]] == [worklist.ids["rejected"]]
-    assert rejected["rows"][0]["reason"] == "view_position"
+    assert rejected["rows"][0]["reason"] == "lateral_view"
     one = client.get("/api/worklist", params={"accession_number": "ACC-002"}, auth=BASIC).json()
-    assert [row["id"] for row in one["rows"]] == [worklist.ids["suspect-61"]]
+    assert [row["id"] for row in one["rows"]] == [worklist.ids["suspect-31"]]
     limited = client.get("/api/worklist", params={"limit": 2}, auth=BASIC).json()
     assert len(limited["rows"]) == 2
     bad = client.get("/api/worklist", params={"status": "bogus"}, auth=BASIC)
@@ -56,7 +56,7 @@ def test_filters_narrow_the_list(client, worklist):
 
 
 def test_review_writes_the_row_and_leaves_it_on_the_worklist(client, worklist):
-    row = worklist.ids["suspect-61"]
+    row = worklist.ids["suspect-31"]
     response = client.post(f"/api/worklist/{row}/review", json={"decision": "disagree"}, auth=BASIC)
     assert response.status_code == 200
     assert response.json()["review_decision"] == "disagree"

@@ -50,7 +50,7 @@ def test_worklist_page_lists_rows_in_reading_order(logged_in: TestClient, workli
 def test_filters_on_the_page(logged_in: TestClient, worklist: Worklist):
     response = logged_in.get("/worklist", params={"status": "rejected"})
     assert row_ids(response.text) == [worklist.ids["rejected"]]
-    assert "view_position" in response.text
+    assert "lateral_view" in response.text
     bad = logged_in.get("/worklist", params={"since": "yesterday-ish"})
     assert bad.status_code == 200 and "yesterday-ish" in bad.text  # the error names it
 
@@ -94,7 +94,7 @@ def test_thumbnails_show_the_stored_overlay_or_the_plain_radiograph(logged_in, w
         f"/worklist/{worklist.ids['urgent-97']}/image.png", params={"size": "full"}
     )
     assert THUMBNAIL_SIDE < max(png_size(full.content)) <= FULL_SIDE
-    plain = logged_in.get(f"/worklist/{worklist.ids['routine-20']}/image.png")
+    plain = logged_in.get(f"/worklist/{worklist.ids['routine-08']}/image.png")
     assert plain.status_code == 200 and max(png_size(plain.content)) == THUMBNAIL_SIDE
     none = logged_in.get(f"/worklist/{worklist.ids['queued']}/image.png")
     assert none.status_code == 404
