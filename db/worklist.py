@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -202,6 +202,23 @@ def record_unscored(
     entry.archived_path = archived_path
     entry.finished_at = utcnow()
     session.flush()
+
+
+#: Units of a relative time filter such as ``30m``, ``24h`` or ``7d``.
+RELATIVE_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(value: str) -> datetime:
+    """A time filter: ``24h`` / ``7d`` / ``30m`` ago, or an ISO date or time (UTC unless a
+    zone is given). Raises ``ValueError`` with a sentence naming the value."""
+    value = value.strip()
+    if value[:-1].isdigit() and value[-1:] in RELATIVE_UNITS:
+        return utcnow() - timedelta(seconds=int(value[:-1]) * RELATIVE_UNITS[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is neither a date, a time nor 30m/24h/7d") from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def reading_order(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.models import ReviewDecision, Status, WorklistEntry, utcnow
-from db.worklist import reading_order
+from db.models import ReviewDecision, Status, WorklistEntry
+from db.worklist import parse_when, reading_order
 
 MAX_LIMIT = 500
-RELATIVE_UNITS = {"h": 3600, "d": 86400}
 
 
 class FilterError(ValueError):
@@ -41,16 +40,12 @@ class Filters:
         self.since_time()  # validates
 
     def since_time(self) -> datetime | None:
-        value = self.since.strip()
-        if not value:
+        if not self.since.strip():
             return None
-        if value[:-1].isdigit() and value[-1:] in RELATIVE_UNITS:
-            return utcnow() - timedelta(seconds=int(value[:-1]) * RELATIVE_UNITS[value[-1]])
         try:
-            parsed = datetime.fromisoformat(value)
+            return parse_when(self.since)
         except ValueError as error:
-            raise FilterError(f"since {value!r} is neither 24h/7d nor a date") from error
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            raise FilterError(f"since: {error}") from error
 
     def rows(self, session: Session) -> Sequence[WorklistEntry]:
         """The rows in reading order (``db.worklist.reading_order`` does the ordering)."""

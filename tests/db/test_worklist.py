@@ -168,3 +168,15 @@ def test_unscored_outcome_must_be_rejected_or_failed(sessions: Sessions) -> None
         entry = session.get(WorklistEntry, entry_id)
         assert entry is not None
         record_unscored(session, entry, Status.DONE, "x", "y", "/q")
+
+
+def test_time_filters_accept_relative_and_iso_values_and_name_a_bad_one() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from db.models import utcnow
+    from db.worklist import parse_when
+
+    assert abs(utcnow() - timedelta(minutes=30) - parse_when("30m")) < timedelta(seconds=5)
+    assert parse_when("2026-01-31") == datetime(2026, 1, 31, tzinfo=UTC)
+    with pytest.raises(ValueError, match="'yesterday'"):
+        parse_when("yesterday")

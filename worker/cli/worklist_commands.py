@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from db.models import ReviewDecision, Status, WorklistEntry, utcnow
+from db.worklist import parse_when
 from worker.cli.app import app
 from worker.settings import get_settings
 
@@ -68,14 +69,10 @@ def _parse_when(value: str | None) -> datetime | None:
     """``2026-01-31``, ``2026-01-31T08:00`` (UTC unless a zone is given), or ``24h`` / ``7d``."""
     if value is None:
         return None
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if value[:-1].isdigit() and value[-1:] in units:
-        return utcnow() - timedelta(seconds=int(value[:-1]) * units[value[-1]])
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_when(value)
     except ValueError as error:
-        raise typer.BadParameter(f"{value!r} is neither a date, a time nor 24h/7d") from error
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise typer.BadParameter(str(error)) from error
 
 
 def row_dict(entry: WorklistEntry) -> dict[str, Any]:
