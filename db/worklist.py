@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -47,12 +47,51 @@ class Scored:
 
 
 def admit(session: Session, arrival: Arrival) -> tuple[WorklistEntry, bool]:
-    """Insert a ``queued`` row for ``arrival`` unless its content or SOP Instance UID is known.
+    """:func:`admit_many` for one file."""
+    return admit_many(session, [arrival])[0]
 
-    Returns the row and whether it was created. Safe under concurrent watchers: the insert is
-    ``ON CONFLICT DO NOTHING`` on both SQLite and PostgreSQL.
+
+def admit_many(session: Session, arrivals: Sequence[Arrival]) -> list[tuple[WorklistEntry, bool]]:
+    """Insert a ``queued`` row per arrival unless its content or SOP Instance UID is known.
+
+    Returns, in the order given, each arrival's row and whether it was created. One
+    multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the batch (SQLite and
+    PostgreSQL alike): safe under concurrent watchers, and a burst of files costs one
+    round trip instead of one per file. A copy within the batch is not created twice.
     """
-    values = {
+    if not arrivals:
+        return []
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(WorklistEntry)
+        .values([_queued_values(arrival, now) for arrival in arrivals])
+        .on_conflict_do_nothing()
+        .returning(WorklistEntry)
+    )
+    created = {entry.source_path: entry for entry in session.scalars(statement)}
+    results: list[tuple[WorklistEntry, bool] | None] = []
+    for arrival in arrivals:
+        entry = created.pop(arrival.source_path, None)
+        results.append((entry, True) if entry is not None else None)
+    missing = [arrival for arrival, result in zip(arrivals, results, strict=True) if not result]
+    known = _known_entries(session, missing)
+    retry: list[int] = []
+    for index, (arrival, result) in enumerate(zip(arrivals, results, strict=True)):
+        if result is None:
+            existing = known.get(arrival.file_sha256) or known.get(arrival.sop_instance_uid or "")
+            if existing is None:  # the conflicting row was deleted in between
+                retry.append(index)
+            else:
+                results[index] = (existing, False)
+    for index in retry:  # try once more, one by one: rare
+        results[index] = admit(session, arrivals[index])
+    return [result for result in results if result is not None]
+
+
+def _queued_values(arrival: Arrival, received_at: datetime) -> dict[str, object]:
+    return {
         "file_sha256": arrival.file_sha256,
         "source_name": arrival.source_name,
         "source_path": arrival.source_path,
@@ -65,35 +104,37 @@ def admit(session: Session, arrival: Arrival) -> tuple[WorklistEntry, bool]:
         "status": Status.QUEUED,
         "flags": "",
         "attempts": 0,
-        "received_at": utcnow(),
+        "received_at": received_at,
     }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(WorklistEntry).values(**values).on_conflict_do_nothing()
-    result = session.execute(statement.returning(WorklistEntry.id))
-    new_id = result.scalar_one_or_none()
-    if new_id is not None:
-        entry = session.get(WorklistEntry, new_id)
-        assert entry is not None
-        return entry, True
-    existing = session.scalars(
-        select(WorklistEntry).where(
-            or_(
-                WorklistEntry.file_sha256 == arrival.file_sha256,
-                and_(
-                    WorklistEntry.sop_instance_uid.is_not(None),
-                    WorklistEntry.sop_instance_uid == arrival.sop_instance_uid,
-                ),
-            )
-        )
-    ).first()
-    if existing is None:  # the conflicting row was deleted in between: try once more
-        return admit(session, arrival)
-    return existing, False
+
+
+def _known_entries(session: Session, arrivals: Sequence[Arrival]) -> dict[str, WorklistEntry]:
+    """Existing rows for these arrivals, keyed by content hash and by SOP Instance UID."""
+    if not arrivals:
+        return {}
+    hashes = {arrival.file_sha256 for arrival in arrivals}
+    uids = {arrival.sop_instance_uid for arrival in arrivals if arrival.sop_instance_uid}
+    condition: ColumnElement[bool] = WorklistEntry.file_sha256.in_(hashes)
+    if uids:
+        condition = or_(condition, WorklistEntry.sop_instance_uid.in_(uids))
+    known: dict[str, WorklistEntry] = {}
+    for entry in session.scalars(select(WorklistEntry).where(condition)):
+        known[entry.file_sha256] = entry
+        if entry.sop_instance_uid:
+            known.setdefault(entry.sop_instance_uid, entry)
+    return known
 
 
 def get_entry(session: Session, entry_id: int) -> WorklistEntry | None:
     return session.get(WorklistEntry, entry_id)
+
+
+def get_entries(session: Session, entry_ids: Collection[int]) -> list[WorklistEntry]:
+    """The rows with these ids that exist, in id order: one query."""
+    if not entry_ids:
+        return []
+    query = select(WorklistEntry).where(WorklistEntry.id.in_(list(entry_ids)))
+    return list(session.scalars(query.order_by(WorklistEntry.id)))
 
 
 def claim(

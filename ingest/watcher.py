@@ -4,9 +4,11 @@ Events (inotify locally, polling for SMB/NFS shares, through watchdog) only make
 fast; a full rescan at start-up and every ``rescan_interval_s`` is the source of truth, so
 files that arrived while the watcher was down, or whose events a share swallowed, are found.
 
-A file is handed to ``on_stable_file(path, origin)`` when its size and mtime have not changed
-for ``quiet_period_s``. Temporary names that senders rename later (``*.part``, ``*.tmp``,
-dot-files) are ignored. A file still in the inbox ``rehand_after_s`` after it was handed is
+A file is handed over when its size and mtime have not changed for ``quiet_period_s``; the
+files that became stable together go to ``on_stable_files`` in batches of up to
+:data:`HANDOVER_BATCH` (a burst of exports is admitted in a few transactions, not one
+each). Temporary names that senders rename later (``*.part``, ``*.tmp``, dot-files) are
+ignored. A file still in the inbox ``rehand_after_s`` after it was handed is
 handed again: the callback is idempotent and decides whether anything is left to do (a lost
 task, a crash between the database commit and the move).
 
@@ -20,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -44,7 +46,11 @@ class Origin(StrEnum):
     BACKFILL = "backfill"  # the start-up rescan: files that arrived while the watcher was down
 
 
-OnStableFile = Callable[[Path, Origin], object]  # the return value is ignored
+HANDOVER_BATCH = 64
+
+#: Takes a batch of stable files; returns those to hand again after CALLBACK_RETRY_S (a file
+#: that could not be read yet). Raising means the whole batch is handed again then.
+OnStableFiles = Callable[[list[tuple[Path, Origin]]], Collection[Path]]
 
 
 @dataclass(frozen=True)
@@ -166,12 +172,12 @@ class InboxWatcher:
     def __init__(
         self,
         config: WatchConfig,
-        on_stable_file: OnStableFile,
+        on_stable_files: OnStableFiles,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.inbox = config.inbox.resolve()
-        self.on_stable_file = on_stable_file
+        self.on_stable_files = on_stable_files
         self.clock = clock
         self.tracker = StabilityTracker(config.quiet_period_s, config.rehand_after_s, clock)
         self._events: queue.SimpleQueue[Path] = queue.SimpleQueue()
@@ -210,16 +216,25 @@ class InboxWatcher:
         return len(present)
 
     def hand_over_ready(self) -> int:
+        """Hand every stable file over, in batches; returns how many were taken."""
+        ready = self.tracker.ready()
         handed = 0
-        for path, origin in self.tracker.ready():
+        for start in range(0, len(ready), HANDOVER_BATCH):
+            batch = ready[start : start + HANDOVER_BATCH]
             try:
-                self.on_stable_file(path, origin)
-                handed += 1
+                again = set(self.on_stable_files(batch))
             except Exception:  # the watcher outlives any one file or outage
                 log.exception(
-                    "handing over a stable file failed; retrying in %.0f s", self.CALLBACK_RETRY_S
+                    "handing over %d stable file(s) failed; retrying in %.0f s",
+                    len(ready) - start,
+                    self.CALLBACK_RETRY_S,
                 )
+                for path, _ in ready[start:]:
+                    self.tracker.retry_later(path, self.CALLBACK_RETRY_S)
+                break
+            for path in again:
                 self.tracker.retry_later(path, self.CALLBACK_RETRY_S)
+            handed += len(batch) - len(again)
         return handed
 
     def _drain_events(self) -> None:

@@ -81,6 +81,18 @@ class Classifier:
             self._cams = gradcam_function(self.network)
         return self._cams(self.inputs([image]))[0]
 
+    def warm_up(self, batch_size: int) -> None:
+        """Build the inference and Grad-CAM graphs now, before the first real image.
+
+        Keras traces a graph for the first batch size it sees and, at the second, one for
+        every size; each trace costs about as much as scoring a hundred images. A worker
+        process pays that here, at start-up, instead of on the first files of a burst.
+        """
+        blank = np.zeros((self.card.input_size,) * 2, dtype=np.uint8)
+        for count in sorted({1, 2, batch_size}):
+            self.predict([blank] * count)
+        self.heatmap(blank)
+
     def decide(self, probability: float) -> Prediction:
         """Label and priority for one calibrated probability, from the card's thresholds."""
         point = self.card.operating_point

@@ -135,6 +135,10 @@ def _prepare_solo(sender: Any = None, **_: Any) -> None:
 
 
 def _warm_up() -> None:
+    """Everything the first task would otherwise pay for: the model with its traced graphs,
+    and the database driver with one pooled connection."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from worker import resources
 
     settings = get_settings()
@@ -142,6 +146,11 @@ def _warm_up() -> None:
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     try:
-        resources.get_scorer()
+        resources.get_scorer().warm_up(settings.batch_size)
     except Exception:  # the task retries; the worker must come up to report it in Flower
         log.exception("model could not be loaded at worker start")
+    try:
+        with resources.get_engine().connect():
+            pass
+    except SQLAlchemyError as error:  # tasks retry until the database is back
+        log.warning("database not reachable at worker start: %s", type(error).__name__)

@@ -3,7 +3,7 @@
 Idempotent, because the watcher may hand the same file again (after a restart, a lost task,
 or a crash between a row's final commit and the move of its original):
 
-- new content: insert the row, commit, then send the task;
+- new content: insert the row (a burst's rows in one transaction), commit, then send the task;
 - the same file, still waiting: send the task again if it may have been lost;
 - the same file, already final but still in the inbox: finish the move that was interrupted;
 - the same content (or SOP Instance UID) from another file: a duplicate, quarantined with a
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
-from db.worklist import Arrival, admit
+from db.worklist import Arrival, admit_many
 from ingest.errors import IngestError, Reason
 from ingest.filing import move_into_place, quarantine_destination, quarantine_file
 from ingest.hashing import file_sha256
@@ -46,6 +46,7 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"  # quarantined as a copy of an existing row
     UNSAFE = "unsafe"  # a symlink or special file; quarantined unread
     GONE = "gone"  # the file vanished before it could be read
+    RETRY = "retry"  # the file could not be read now; the watcher hands it again later
 
 
 @dataclass(frozen=True)
@@ -54,31 +55,54 @@ class Intake:
     sessions: sessionmaker[Session]
     enqueue: Enqueue
 
-    def __call__(self, path: Path, origin: Origin) -> Admission:
-        return self.admit(path, origin)
+    def __call__(self, files: Sequence[tuple[Path, Origin]]) -> list[Path]:
+        """The watcher's callback: admit a batch; return the files to hand again later."""
+        admissions = self.admit_many(files)
+        return [path for path, admission in admissions.items() if admission is Admission.RETRY]
 
     def admit(self, path: Path, origin: Origin) -> Admission:
-        inbox = self.settings.inbox_dir
-        source_name = str(path.relative_to(inbox))  # the watcher only reports inbox paths
+        return self.admit_many([(path, origin)])[path]
+
+    def admit_many(self, files: Sequence[tuple[Path, Origin]]) -> dict[Path, Admission]:
+        """Read each file's hash and header, store all new rows in one transaction, then
+        send their tasks. A database or broker outage raises: nothing is lost, the watcher
+        hands the whole batch again and admission is idempotent."""
+        admissions: dict[Path, Admission] = {}
+        arrivals: list[tuple[Path, Origin, Arrival]] = []
+        for path, origin in files:
+            arrival_or_admission = self._read(path)
+            if isinstance(arrival_or_admission, Admission):
+                admissions[path] = arrival_or_admission
+            else:
+                arrivals.append((path, origin, arrival_or_admission))
+        with self.sessions.begin() as session:
+            rows = admit_many(session, [arrival for _, _, arrival in arrivals])
+            snapshots = [(_Snapshot.of(entry), created) for entry, created in rows]
+        for (path, origin, arrival), (snapshot, created) in zip(arrivals, snapshots, strict=True):
+            if created:
+                self.enqueue(snapshot.id, origin)
+                log.info(
+                    "row %d queued (%s, sha256 %s)", snapshot.id, origin, arrival.file_sha256[:12]
+                )
+                admissions[path] = Admission.QUEUED
+            else:
+                admissions[path] = self._known(path, arrival, snapshot, origin)
+        return admissions
+
+    def _read(self, path: Path) -> Arrival | Admission:
+        """The file's arrival record, or what became of a file that cannot be admitted."""
+        source_name = str(path.relative_to(self.settings.inbox_dir))  # only inbox paths come
         try:
             mode = path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                self._quarantine_unsafe(path, source_name)
+                return Admission.UNSAFE
+            return self._arrival(path, source_name)
         except FileNotFoundError:
             return Admission.GONE
-        if not stat.S_ISREG(mode):
-            self._quarantine_unsafe(path, source_name)
-            return Admission.UNSAFE
-        try:
-            arrival = self._arrival(path, source_name)
-        except FileNotFoundError:
-            return Admission.GONE
-        with self.sessions.begin() as session:
-            entry, created = admit(session, arrival)
-            snapshot = _Snapshot.of(entry)
-        if created:
-            self.enqueue(snapshot.id, origin)
-            log.info("row %d queued (%s, sha256 %s)", snapshot.id, origin, arrival.file_sha256[:12])
-            return Admission.QUEUED
-        return self._known(path, arrival, snapshot, origin)
+        except OSError as error:  # a share hiccup or a permission: this file only, later
+            log.warning("cannot read a stable file yet (%s); trying again later", error.strerror)
+            return Admission.RETRY
 
     def _arrival(self, path: Path, source_name: str) -> Arrival:
         try:

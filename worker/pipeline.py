@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Status, WorklistEntry, utcnow
-from db.worklist import Scored, claim, get_entry, record_scored, record_unscored
+from db.worklist import Scored, claim, get_entries, get_entry, record_scored, record_unscored
 from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.filing import (
     archive_destination,
@@ -221,9 +221,11 @@ class Pipeline:
     def _record(self, outcomes: list[Outcome], token: str) -> set[int]:
         """Store the outcomes of the rows this task still holds; return their ids."""
         recorded: set[int] = set()
+        held_ids = [outcome.entry_id for outcome in outcomes]
         with self.sessions.begin() as session:
+            entries = {entry.id: entry for entry in get_entries(session, held_ids)}
             for outcome in outcomes:
-                entry = get_entry(session, outcome.entry_id)
+                entry = entries.get(outcome.entry_id)
                 if entry is None or entry.claim_token != token or entry.status != Status.PROCESSING:
                     continue  # reclaimed by another task after we were presumed dead
                 recorded.add(outcome.entry_id)

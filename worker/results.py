@@ -1,7 +1,7 @@
 """After scoring: the heatmap overlay for the review page, the SR and SC for PACS.
 
-One Celery task per scored row, after the triage task has stored the row and archived the
-original (:func:`publish_row`): rendering the heatmap and building the SR/SC costs several
+One Celery task per triage batch, after the triage task has stored its rows and archived
+the originals (:func:`publish_rows`): rendering the heatmap and building the SR/SC costs several
 times the prediction itself, so it waits on its own queue behind any triage work and never
 holds up the reading order. Results are derived data: a problem here is logged by row id, counted
 (``cxr_triage_pacs_results_total{outcome="failed"}``) and never fails the triage, whose row
@@ -12,12 +12,15 @@ is the system of record. A PACS that is down leaves the files in the outbox;
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Status
-from db.worklist import get_entry
+from db.models import Status, WorklistEntry
+from db.worklist import get_entries
+from ingest.errors import IngestError
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
 from model.overlay import overlay_heatmap, result_caption
@@ -86,36 +89,51 @@ def publish(
     return written
 
 
-def publish_row(entry_id: int) -> list[Path]:
-    """The deferred results task's body: publish a ``done`` row from its archived original.
+def publish_rows(
+    settings: Settings, sessions: sessionmaker[Session], scorer: Scorer, entry_ids: Sequence[int]
+) -> list[int]:
+    """The deferred results task's body, for the ``done`` rows of one triage batch.
 
-    The prediction is the row's own (probability, label, priority, threshold, model
-    version), so the SR and SC say exactly what the worklist says. A row that is not
-    ``done`` (reprocessed, or not scored) publishes nothing. A missing archived file raises
-    ``FileNotFoundError``: the archive move may still be pending, and the task retries.
+    Each row is published from its archived original with the row's own prediction
+    (probability, label, priority, threshold, model version), so the SR and SC say exactly
+    what the worklist says. Rows that are not ``done`` (reprocessed, or not scored) publish
+    nothing. The rows are read in one query before anything is published, so a database
+    outage retries the task before any row was sent to the PACS.
+
+    Returns the ids whose archived original is not there (yet): the archive move may still
+    be pending, and the task retries those alone.
     """
-    from worker.resources import get_scorer, get_session_factory
-    from worker.settings import get_settings
-
-    with get_session_factory()() as session:
-        entry = get_entry(session, entry_id)
-        if (
-            entry is None
-            or entry.status is not Status.DONE
-            or entry.archived_path is None
-            or entry.label is None
-            or entry.priority is None
-        ):
+    with sessions() as session:
+        jobs = [
+            (entry.id, Path(entry.archived_path), _prediction(entry))
+            for entry in get_entries(session, entry_ids)
+            if entry.status is Status.DONE and entry.archived_path
+        ]
+    pending: list[int] = []
+    for entry_id, source, prediction in jobs:
+        if prediction is None:
             log.info("row %d: not a scored row; no results to publish", entry_id)
-            return []
-        source = Path(entry.archived_path)
-        prediction = Prediction(
-            probability=float(entry.probability or 0.0),
-            label=Label(entry.label),
-            priority=Priority(entry.priority),
-            threshold=float(entry.threshold or 0.0),
-            model_version=entry.model_version or "",
-        )
-    if not source.is_file():
-        raise FileNotFoundError(f"row {entry_id}: archived original not there (yet)")
-    return publish(get_settings(), get_scorer(), entry_id, source, read_image(source), prediction)
+            continue
+        if not source.is_file():
+            pending.append(entry_id)
+            continue
+        try:
+            image = read_image(source)
+        except (IngestError, OSError) as error:  # derived data: never retried forever
+            log.warning("row %d: archived original unreadable (%s)", entry_id, error)
+            get_metrics().observe_pacs("failed")
+            continue
+        publish(settings, scorer, entry_id, source, image, prediction)
+    return pending
+
+
+def _prediction(entry: WorklistEntry) -> Prediction | None:
+    if entry.label is None or entry.priority is None:
+        return None
+    return Prediction(
+        probability=float(entry.probability or 0.0),
+        label=Label(entry.label),
+        priority=Priority(entry.priority),
+        threshold=float(entry.threshold or 0.0),
+        model_version=entry.model_version or "",
+    )

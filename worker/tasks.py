@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -54,22 +55,35 @@ def enqueue(entry_id: int, origin: Origin) -> None:
 
 @app.task(
     name=PUBLISH_TASK,
+    bind=True,
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=2,
     retry_backoff_max=120,
     retry_jitter=True,
     max_retries=10,
 )
-def publish(entry_id: int) -> None:
-    results.publish_row(entry_id)
+def publish(self: Task, entry_ids: list[int]) -> None:
+    from worker.resources import get_scorer, get_session_factory
+    from worker.settings import get_settings
+
+    pending = results.publish_rows(get_settings(), get_session_factory(), get_scorer(), entry_ids)
+    if pending:  # their archive move is not done yet: retry them alone, with backoff
+        countdown = get_exponential_backoff_interval(2, self.request.retries, 120, True)
+        raise self.retry(
+            args=(pending,),
+            countdown=countdown,
+            exc=FileNotFoundError(f"archived original of {len(pending)} row(s) not there yet"),
+        )
 
 
 def enqueue_publish(entry_ids: Sequence[int]) -> None:
-    """Send the results task for rows just stored ``done``, behind all triage work."""
-    for entry_id in entry_ids:
-        publish.apply_async(
-            args=(entry_id,),
-            queue=RESULTS_QUEUE,
-            retry=True,
-            retry_policy={"max_retries": 5, "interval_start": 0.5, "interval_step": 1.0},
-        )
+    """Send one results task for the rows a triage batch just stored ``done``; it runs
+    behind all triage work."""
+    if not entry_ids:
+        return
+    publish.apply_async(
+        args=(list(entry_ids),),
+        queue=RESULTS_QUEUE,
+        retry=True,
+        retry_policy={"max_retries": 5, "interval_start": 0.5, "interval_step": 1.0},
+    )

@@ -14,6 +14,7 @@ from db.worklist import (
     Arrival,
     Scored,
     admit,
+    admit_many,
     claim,
     counts_by_status,
     oldest_waiting,
@@ -71,6 +72,35 @@ def test_same_sop_instance_uid_is_one_row_but_absent_uids_never_clash(sessions: 
     assert not created and entry.id == first
     add(sessions, 3)
     add(sessions, 4)  # two rows without a SOP Instance UID
+
+
+def test_a_batch_is_admitted_in_order_with_copies_inside_and_outside_it(
+    sessions: Sessions,
+) -> None:
+    known = add(sessions, 1, sop_instance_uid="1.2.3")
+    batch = [
+        arrival(2),
+        arrival(1),  # content already known
+        Arrival(f"{2:064x}", "copy.dcm", "/inbox/copy.dcm"),  # a copy of the first, same batch
+        arrival(3, sop_instance_uid="1.2.3"),  # another file claiming a known SOP instance
+        arrival(4),
+    ]
+    with sessions.begin() as session:
+        results = [
+            (entry.id, entry.source_path, created) for entry, created in admit_many(session, batch)
+        ]
+    new_2, new_4 = results[0][0], results[4][0]
+    assert results == [
+        (new_2, "/inbox/f2.dcm", True),
+        (known, "/inbox/f1.dcm", False),
+        (new_2, "/inbox/f2.dcm", False),
+        (known, "/inbox/f1.dcm", False),
+        (new_4, "/inbox/f4.dcm", True),
+    ]
+    with sessions() as session:
+        assert session.query(WorklistEntry).count() == 3
+    with sessions.begin() as session:
+        assert admit_many(session, []) == []
 
 
 def test_claim_takes_own_row_then_oldest_queued_batch_mates(sessions: Sessions) -> None:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ingest.watcher import InboxWatcher, Origin, StabilityTracker, WatchConfig, is_ignored
+from ingest.watcher import (
+    HANDOVER_BATCH,
+    InboxWatcher,
+    Origin,
+    StabilityTracker,
+    WatchConfig,
+    is_ignored,
+)
 
 
 class Clock:
@@ -81,9 +88,10 @@ class Recorder:
         self.calls: list[tuple[Path, Origin, int]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, path: Path, origin: Origin) -> None:
+    def __call__(self, files: list[tuple[Path, Origin]]) -> list[Path]:
         with self.lock:
-            self.calls.append((path, origin, path.stat().st_size))
+            self.calls.extend((path, origin, path.stat().st_size) for path, origin in files)
+        return []
 
 
 def _run(watcher: InboxWatcher) -> tuple[threading.Event, threading.Thread]:
@@ -141,10 +149,11 @@ def test_a_failed_hand_over_is_retried_and_the_watcher_survives(
     inbox.mkdir()
     attempts: list[Path] = []
 
-    def flaky(path: Path, origin: Origin) -> None:
-        attempts.append(path)
+    def flaky(files: list[tuple[Path, Origin]]) -> list[Path]:
+        attempts.extend(path for path, _ in files)
         if len(attempts) == 1:
             raise ConnectionError("database down")
+        return []
 
     watcher = InboxWatcher(WatchConfig(inbox, rescan_interval_s=0.5, quiet_period_s=0.1), flaky)
     watcher.CALLBACK_RETRY_S = 0.3  # type: ignore[misc]
@@ -179,3 +188,45 @@ def test_the_periodic_rescan_finds_what_the_events_missed(tmp_path: Path) -> Non
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_a_burst_is_handed_over_in_batches_each_file_once(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for n in range(HANDOVER_BATCH * 2 + 5):
+        (inbox / f"{n:03d}.dcm").write_bytes(b"x")
+    batches: list[list[Path]] = []
+
+    def record(files: list[tuple[Path, Origin]]) -> list[Path]:
+        batches.append([path for path, _ in files])
+        return []
+
+    watcher = InboxWatcher(WatchConfig(inbox, quiet_period_s=0.0), record)
+    watcher.rescan(Origin.BACKFILL)
+    assert watcher.hand_over_ready() == HANDOVER_BATCH * 2 + 5
+    assert [len(batch) for batch in batches] == [HANDOVER_BATCH, HANDOVER_BATCH, 5]
+    handed = [path for batch in batches for path in batch]
+    assert sorted(handed) == sorted(inbox.iterdir())
+    watcher.rescan(Origin.LIVE)
+    assert watcher.hand_over_ready() == 0  # handed and unchanged: not again
+
+
+def test_only_the_files_the_callback_returns_are_handed_again(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("ok.dcm", "locked.dcm"):
+        (inbox / name).write_bytes(b"x")
+    clock = Clock()
+    calls: list[set[str]] = []
+
+    def record(files: list[tuple[Path, Origin]]) -> list[Path]:
+        calls.append({path.name for path, _ in files})
+        return [path for path, _ in files if path.name == "locked.dcm"]
+
+    watcher = InboxWatcher(WatchConfig(inbox, quiet_period_s=0.0), record, clock=clock)
+    watcher.rescan(Origin.BACKFILL)
+    assert watcher.hand_over_ready() == 1
+    clock.now += watcher.CALLBACK_RETRY_S + 1
+    watcher.rescan(Origin.LIVE)
+    watcher.hand_over_ready()
+    assert calls == [{"ok.dcm", "locked.dcm"}, {"locked.dcm"}]

@@ -108,10 +108,10 @@ def test_live_arrivals_are_taken_before_a_backfill(
 
     intake = Intake(settings, sessions, send)
     for n in range(6):  # each with its own UIDs: six rows
-        intake(ct_dicom(settings.inbox_dir / f"backfill{n}.dcm"), Origin.BACKFILL)
+        intake.admit(ct_dicom(settings.inbox_dir / f"backfill{n}.dcm"), Origin.BACKFILL)
     live = settings.inbox_dir / "live.dcm"
     lateral_dicom(dataset_jpegs(1)[0], live)
-    intake(live, Origin.LIVE)
+    intake.admit(live, Origin.LIVE)
     engine.dispose()
     log = tmp_path / "worker.log"
     with running(["worker", "--pool", "solo", "--concurrency", "1"], env, log):

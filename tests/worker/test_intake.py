@@ -39,13 +39,13 @@ def test_a_new_dicom_becomes_one_queued_row_with_its_header(
 ) -> None:
     intake, sent = _intake(settings, sessions)
     path = cr_dicom(dataset_jpegs(1)[0], settings.inbox_dir / "a.dcm", AccessionNumber="ACC42")
-    assert intake(path, Origin.LIVE) is Admission.QUEUED
+    assert intake.admit(path, Origin.LIVE) is Admission.QUEUED
     (row,) = _rows(sessions)
     assert sent == [(row.id, Origin.LIVE)]
     assert row.status is Status.QUEUED and row.accession_number == "ACC42"
     assert row.source_kind == "dicom" and row.sop_instance_uid and len(row.file_sha256) == 64
     # handed again while queued: the task may have been lost, so it is sent again
-    assert intake(path, Origin.LIVE) is Admission.REQUEUED
+    assert intake.admit(path, Origin.LIVE) is Admission.REQUEUED
     assert _rows(sessions)[0].id == row.id and len(_rows(sessions)) == 1
 
 
@@ -56,8 +56,8 @@ def test_the_same_content_under_another_name_is_quarantined_as_a_duplicate(
     jpeg = dataset_jpegs(1)[0]
     first = copy_jpeg(jpeg, settings.inbox_dir / "a.jpeg")
     second = copy_jpeg(jpeg, settings.inbox_dir / "copy-of-a.jpeg")
-    assert intake(first, Origin.LIVE) is Admission.QUEUED
-    assert intake(second, Origin.LIVE) is Admission.DUPLICATE
+    assert intake.admit(first, Origin.LIVE) is Admission.QUEUED
+    assert intake.admit(second, Origin.LIVE) is Admission.DUPLICATE
     assert len(_rows(sessions)) == 1 and len(sent) == 1
     assert not second.exists()
     (sidecar,) = (settings.quarantine_dir / "duplicate").glob("*.json")
@@ -71,12 +71,12 @@ def test_a_final_row_whose_original_is_still_in_the_inbox_is_filed(
 ) -> None:
     intake, sent = _intake(settings, sessions)
     path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "a.jpeg")
-    intake(path, Origin.LIVE)
+    intake.admit(path, Origin.LIVE)
     destination = settings.archive_dir / "2026" / "a.jpeg"
     with sessions.begin() as session:  # a worker committed, then died before the move
         row = session.scalars(select(WorklistEntry)).one()
         row.status, row.archived_path, row.finished_at = Status.DONE, str(destination), utcnow()
-    assert intake(path, Origin.BACKFILL) is Admission.REFILED
+    assert intake.admit(path, Origin.BACKFILL) is Admission.REFILED
     assert destination.is_file() and not path.exists() and len(sent) == 1
 
 
@@ -85,15 +85,15 @@ def test_a_processing_row_is_left_alone_until_its_claim_is_stale(
 ) -> None:
     intake, sent = _intake(settings, sessions)
     path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "a.jpeg")
-    intake(path, Origin.LIVE)
+    intake.admit(path, Origin.LIVE)
     with sessions.begin() as session:
         row = session.scalars(select(WorklistEntry)).one()
         row.status, row.started_at, row.claim_token = Status.PROCESSING, utcnow(), "t1"
-    assert intake(path, Origin.LIVE) is Admission.WAITING
+    assert intake.admit(path, Origin.LIVE) is Admission.WAITING
     with sessions.begin() as session:
         row = session.scalars(select(WorklistEntry)).one()
         row.started_at = utcnow() - timedelta(seconds=settings.requeue_after_s + 1)
-    assert intake(path, Origin.LIVE) is Admission.REQUEUED
+    assert intake.admit(path, Origin.LIVE) is Admission.REQUEUED
     assert len(sent) == 2
 
 
@@ -105,7 +105,39 @@ def test_a_symlink_is_quarantined_unread_without_a_row(
     secret.write_text("root:x")
     link = settings.inbox_dir / "evil.dcm"
     os.symlink(secret, link)
-    assert intake(link, Origin.LIVE) is Admission.UNSAFE
+    assert intake.admit(link, Origin.LIVE) is Admission.UNSAFE
     assert not link.is_symlink() and secret.read_text() == "root:x"
     assert (settings.quarantine_dir / "unsafe_path").is_dir() and _rows(sessions) == []
     assert sent == []
+
+
+def test_a_burst_is_admitted_together_and_each_file_gets_its_own_outcome(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    intake, sent = _intake(settings, sessions)
+    jpegs = dataset_jpegs(3)
+    files = [copy_jpeg(jpeg, settings.inbox_dir / f"{n}.jpeg") for n, jpeg in enumerate(jpegs)]
+    copy = copy_jpeg(jpegs[0], settings.inbox_dir / "copy.jpeg")
+    gone = settings.inbox_dir / "gone.jpeg"
+    batch = [(path, Origin.BACKFILL) for path in [*files, copy, gone]]
+    assert intake(batch) == []  # nothing to hand again
+    rows = _rows(sessions)
+    assert [row.source_path for row in rows] == [str(path) for path in files]
+    assert sent == [(row.id, Origin.BACKFILL) for row in rows]  # in arrival order
+    assert not copy.exists()  # quarantined as a duplicate of the first
+    assert intake.admit_many(batch) == {
+        **{path: Admission.REQUEUED for path in files},
+        copy: Admission.GONE,
+        gone: Admission.GONE,
+    }
+
+
+def test_a_file_the_system_cannot_read_now_is_handed_back_alone(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    intake, sent = _intake(settings, sessions)
+    ok = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "ok.jpeg")
+    unreadable = settings.inbox_dir / ("x" * 300)  # lstat fails: ENAMETOOLONG, not "missing"
+    assert intake([(ok, Origin.LIVE), (unreadable, Origin.LIVE)]) == [unreadable]
+    assert [row.source_path for row in _rows(sessions)] == [str(ok)]
+    assert len(sent) == 1

@@ -38,7 +38,7 @@ def queued(settings: Settings, sessions: sessionmaker[Session], tmp_path: Path) 
     sent: list[int] = []
     intake = Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id))
     for path in files:
-        intake(path, Origin.LIVE)
+        intake.admit(path, Origin.LIVE)
     return sent
 
 

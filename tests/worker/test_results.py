@@ -11,12 +11,14 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
+from db.models import Status
+from db.worklist import Arrival, Scored, admit, record_scored, record_unscored
 from ingest import read_image
 from tests.models import untrained_classifier
 from tests.pacs.conftest import URGENT, pneumonia_grey, write_radiograph
 from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, free_port, storage_scp
 from web.overlays import overlay_file
-from worker.results import publish, render_overlay
+from worker.results import publish, publish_rows, render_overlay
 from worker.settings import Settings
 
 pytestmark = pytest.mark.tf  # publish renders the scorer's Grad-CAM
@@ -105,3 +107,23 @@ def test_overlay_carries_the_grad_cam_of_the_scoring_network(source_file, scorer
     assert with_heatmap.shape[:2] == plain.shape[:2]
     # Below the caption band the heatmap changes the radiograph's pixels somewhere.
     assert np.abs(with_heatmap[30:] - plain[30:].astype(np.int16)).max() > 20
+
+
+def test_a_batch_publishes_its_done_rows_and_hands_back_those_not_archived_yet(
+    settings, sessions, tmp_path, reference_grey, scorer
+):
+    archived = tmp_path / "archive" / "a.jpeg"
+    archived.parent.mkdir()
+    Image.fromarray(reference_grey).save(archived)
+    sha = read_image(archived).metadata.file_sha256
+    scored = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "m1")
+    with sessions.begin() as session:
+        done, _ = admit(session, Arrival(sha, "a.jpeg", "/inbox/a.jpeg"))
+        record_scored(session, done, scored, str(archived))
+        moving, _ = admit(session, Arrival("b" * 64, "b.jpeg", "/inbox/b.jpeg"))
+        record_scored(session, moving, scored, str(tmp_path / "archive" / "not-yet.jpeg"))
+        rejected, _ = admit(session, Arrival("c" * 64, "c.jpeg", "/inbox/c.jpeg"))
+        record_unscored(session, rejected, Status.REJECTED, "not_chest", "", str(archived))
+        ids = [done.id, moving.id, rejected.id]
+    assert publish_rows(settings, sessions, scorer, [*ids, 999]) == [moving.id]
+    assert [p.name for p in settings.overlay_dir.iterdir()] == [f"{sha}.png"]
