@@ -153,8 +153,16 @@ def claim(
     duplicate delivery does nothing; their own tasks later find them finished and return.
     Returns every row ``token`` now holds, own row first.
     """
-    now = utcnow()
-    own = session.execute(
+    taken = {
+        "status": Status.PROCESSING,
+        "claim_token": token,
+        "started_at": utcnow(),
+        "attempts": WorklistEntry.attempts + 1,
+    }
+    # Plain Core statements on the session's connection: most tasks of a burst find their row
+    # already taken by a batch-mate's task, and should pay one statement for it, nothing more.
+    connection = session.connection()
+    own = connection.execute(
         update(WorklistEntry)
         .where(
             WorklistEntry.id == entry_id,
@@ -169,12 +177,7 @@ def claim(
                 ),
             ),
         )
-        .values(
-            status=Status.PROCESSING,
-            claim_token=token,
-            started_at=now,
-            attempts=WorklistEntry.attempts + 1,
-        )
+        .values(taken)
         .returning(WorklistEntry.id)
     ).scalar_one_or_none()
     if own is None:
@@ -185,20 +188,15 @@ def claim(
             .where(WorklistEntry.status == Status.QUEUED, WorklistEntry.id != entry_id)
             .order_by(WorklistEntry.received_at, WorklistEntry.id)
             .limit(batch_size - 1)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True)  # concurrent tasks take disjoint mates
+            .cte("mates")  # evaluated once (a plain IN-subquery may be re-planned per row)
         )
-        mate_ids = list(session.scalars(mates))
-        if mate_ids:
-            session.execute(
-                update(WorklistEntry)
-                .where(WorklistEntry.id.in_(mate_ids), WorklistEntry.status == Status.QUEUED)
-                .values(
-                    status=Status.PROCESSING,
-                    claim_token=token,
-                    started_at=now,
-                    attempts=WorklistEntry.attempts + 1,
-                )
-            )
+        connection.execute(
+            update(WorklistEntry)
+            .where(WorklistEntry.id.in_(select(mates.c.id)))
+            .where(WorklistEntry.status == Status.QUEUED)
+            .values(taken)
+        )
     held = session.scalars(
         select(WorklistEntry)
         .where(WorklistEntry.claim_token == token, WorklistEntry.status == Status.PROCESSING)
@@ -223,7 +221,6 @@ def record_scored(
     entry.reason_detail = None
     entry.archived_path = archived_path
     entry.finished_at = utcnow()
-    session.flush()
 
 
 def record_unscored(
@@ -242,7 +239,6 @@ def record_unscored(
     entry.reason_detail = detail
     entry.archived_path = archived_path
     entry.finished_at = utcnow()
-    session.flush()
 
 
 #: Units of a relative time filter such as ``30m``, ``24h`` or ``7d``.
