@@ -4,12 +4,17 @@ decode+model throughput on the same machine.
     python bench/bench_pipeline.py --n 500 [--model DIR]
 
 1. bare: ``load_scorable`` + ``Classifier.predict`` in batches of ``CXR_BATCH_SIZE`` (8), one
-   process, all cores: the ceiling.
+   process, all cores, graphs traced beforehand (as a worker does at start-up): the ceiling.
 2. pipeline: a throwaway PostgreSQL database and Redis db 14, ``cxr-triage watch`` and
    ``cxr-triage worker --concurrency 2``; N distinct dataset JPEGs dropped at once.
    files/s = N / (last finished_at - first received_at); latency = finished_at - received_at
-   (received_at is when the watcher found the file stable).
+   (received_at is when the watcher found the file stable). The deferred results (a Grad-CAM
+   overlay per file) run after the triage work: ``results_done_s`` is when the last overlay
+   was written, counted from the same first received_at.
 3. idle: single files dropped one at a time on the idle system; latency p95.
+4. message floor: N triage tasks for rows that do not exist, through the same worker: what
+   Celery (with the task events Flower needs), Redis and the claim cost per message with no
+   image work at all. Each file is one task, so this bounds the pipeline from above.
 
 Without ``--model`` and without a shipped model it uses an untrained network of the shipped
 architecture (same compute, meaningless scores).
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -63,11 +69,36 @@ def bare_throughput(model: Path, files: list[Path], batch: int = 8) -> float:
     from model.predict import Classifier
 
     classifier = Classifier.load(model)
-    classifier.predict([load_scorable(files[0])[0].pixels])  # warm-up
+    classifier.warm_up(batch)
     started = time.perf_counter()
     for i in range(0, len(files), batch):
         classifier.predict([load_scorable(p)[0].pixels for p in files[i : i + batch]])
     return len(files) / (time.perf_counter() - started)
+
+
+def message_floor(n: int) -> float:
+    """Tasks/s for ``n`` triage tasks whose rows do not exist (the worker must be running)."""
+    from worker.celery_app import LIVE_QUEUE
+    from worker.tasks import triage
+
+    broker = redis.Redis.from_url(REDIS_URL)
+    started = time.perf_counter()
+    with triage.app.producer_or_acquire() as producer:
+        for entry_id in range(10**9, 10**9 + n):
+            triage.apply_async(args=(entry_id,), queue=LIVE_QUEUE, producer=producer)
+    while broker.llen(LIVE_QUEUE) or broker.hlen("unacked"):
+        time.sleep(0.01)
+    return n / (time.perf_counter() - started)
+
+
+def overlays_written(folder: Path, n: int, timeout_s: float) -> list[Path]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        written = list(folder.glob("*.png")) if folder.is_dir() else []
+        if len(written) >= n:
+            return written
+        time.sleep(0.2)
+    raise TimeoutError(f"only {len(written)} of {n} overlays after {timeout_s:.0f} s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,6 +122,7 @@ def main() -> None:
     bare = bare_throughput(model, batch_files[: args.bare_n])
     print(f"bare decode+model: {bare:.1f} img/s")
 
+    os.environ["CXR_BROKER_URL"] = REDIS_URL  # for message_floor's sends, before any import
     pg_url = create_pg_database()
     redis.Redis.from_url(REDIS_URL).flushdb()
     env = service_env(root, pg_url, REDIS_URL, CXR_MODEL_PATH=str(model), CXR_LOG_LEVEL="WARNING")
@@ -116,6 +148,8 @@ def main() -> None:
             last = max(r.finished_at for r in done if r.finished_at)
             throughput = args.n / (last - first).total_seconds()
             latencies = [(r.finished_at - r.received_at).total_seconds() for r in done]  # type: ignore[operator]
+            overlays = overlays_written(root / "data" / "overlays", args.n, 600)
+            results_done = max(p.stat().st_mtime for p in overlays) - first.timestamp()
             idle: list[float] = []
             for i, path in enumerate(idle_files):
                 time.sleep(1.0)
@@ -124,6 +158,7 @@ def main() -> None:
                 wait_until(all_final(pg_url, args.n + i + 1), 120, "idle file", logs)
                 row = max(rows(pg_url), key=lambda r: r.id)
                 idle.append((row.finished_at - row.received_at).total_seconds())  # type: ignore[operator]
+            floor = message_floor(args.n)
         statuses = {r.status.value for r in rows(pg_url)}
     finally:
         drop_pg_database(pg_url)
@@ -137,6 +172,8 @@ def main() -> None:
         "batch_latency_p95_s": round(percentile(latencies, 0.95), 2),
         "idle_latency_median_s": round(statistics.median(idle), 3),
         "idle_latency_p95_s": round(percentile(idle, 0.95), 3),
+        "results_done_s": round(results_done, 2),
+        "message_floor_tasks_per_s": round(floor, 1),
         "statuses": sorted(statuses),
         "workers": 2,
         "broker": "redis",

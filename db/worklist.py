@@ -152,6 +152,10 @@ def claim(
     died without the broker noticing). Batch-mates are only taken when the own row is, so a
     duplicate delivery does nothing; their own tasks later find them finished and return.
     Returns every row ``token`` now holds, own row first.
+
+    Each statement is atomic on its own and safe to repeat under the same token, so the caller
+    may run this outside a transaction (autocommit): a crash in between leaves rows that the
+    redelivered task, holding the same token, takes back.
     """
     taken = {
         "status": Status.PROCESSING,
