@@ -8,6 +8,13 @@ from PIL import Image, ImageDraw
 
 from model.prediction import Prediction
 
+#: Per heat level (0..255): the jet colour (0..255) and how much of it shows (0 below 0.2, so
+#: weak evidence leaves the anatomy readable, rising to 1 at full heat). Looked up per pixel:
+#: a table of 256 entries instead of evaluating the colour map on every pixel.
+_LEVELS = np.arange(256, dtype=np.float32) / 255
+_JET = (colormaps["jet"](_LEVELS)[:, :3] * 255).astype(np.float32)
+_OPACITY = np.clip((_LEVELS - 0.2) / 0.8, 0, 1).astype(np.float32)
+
 
 def overlay_heatmap(
     grey: np.ndarray,
@@ -29,13 +36,10 @@ def overlay_heatmap(
             (round(base.width * scale), round(base.height * scale)), Image.Resampling.BILINEAR
         )
     heat_image = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), mode="L")
-    heat_image = heat_image.resize(base.size, Image.Resampling.BILINEAR)
-    heat = np.asarray(heat_image, dtype=np.float32) / 255
-    colours = colormaps["jet"](heat)[..., :3]
-    weight = (alpha * np.clip((heat - 0.2) / 0.8, 0, 1))[..., np.newaxis]
-    rgb = np.asarray(base.convert("RGB"), dtype=np.float32) / 255
-    mixed = (1 - weight) * rgb + weight * colours
-    blended = Image.fromarray((mixed * 255).astype(np.uint8))
+    levels = np.asarray(heat_image.resize(base.size, Image.Resampling.BILINEAR))
+    colours, weight = _JET[levels], _OPACITY[levels][..., np.newaxis] * alpha
+    rgb = np.asarray(base.convert("RGB"), dtype=np.float32)
+    blended = Image.fromarray((rgb + weight * (colours - rgb)).astype(np.uint8))
     if caption:
         draw = ImageDraw.Draw(blended)
         draw.rectangle((0, 0, blended.width, 22), fill=(0, 0, 0))

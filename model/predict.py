@@ -77,9 +77,13 @@ class Classifier:
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """Grad-CAM map in [0, 1] at the model's input size for one display-level image."""
+        return self.heatmaps([image])[0]
+
+    def heatmaps(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Grad-CAM maps ``(N, S, S)`` for display-level images, in one compiled call."""
         if self._cams is None:
             self._cams = gradcam_function(self.network)
-        return self._cams(self.inputs([image]))[0]
+        return self._cams(self.inputs(images))
 
     def warm_up(self, batch_size: int) -> None:
         """Build the inference and Grad-CAM graphs now, before the first real image.
@@ -91,7 +95,7 @@ class Classifier:
         blank = np.zeros((self.card.input_size,) * 2, dtype=np.uint8)
         for count in sorted({1, 2, batch_size}):
             self.predict([blank] * count)
-        self.heatmap(blank)
+            self.heatmaps([blank] * count)
 
     def decide(self, probability: float) -> Prediction:
         """Label and priority for one calibrated probability, from the card's thresholds."""

@@ -43,7 +43,7 @@ def save_overlay(image: Image.Image, overlay_dir: Path, file_sha256: str) -> Pat
     copy = image.convert("RGB")
     copy.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE), Image.Resampling.LANCZOS)
     partial = target.with_name(f".{target.name}.part")
-    copy.save(partial, format="PNG", optimize=False)
+    copy.save(partial, format="PNG", compress_level=1)  # 4x faster than 6, 7 % larger
     partial.replace(target)
     return target
 

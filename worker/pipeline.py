@@ -3,12 +3,12 @@
 Plain Python, no Celery: the task is one line calling :func:`triage`, and the tests drive
 :class:`Pipeline` directly. Order of effects, chosen so a crash anywhere is recoverable:
 
-1. claim the row (and up to ``batch_size - 1`` queued batch-mates) in one transaction;
+1. claim the row (and up to ``batch_size - 1`` queued batch-mates) with the task's token;
 2. read and score outside any transaction;
 3. store every outcome and its destination path in one transaction;
 4. only then move the originals. A crash before 4 leaves the file in the inbox with a final
    row; the watcher's next look at the file moves it (:mod:`worker.intake`);
-5. hand the ``done`` rows to ``on_scored`` (the worker sends one results task each: heatmap
+5. hand the ``done`` rows to ``on_scored`` (the worker sends one results task for them: heatmap
    overlay, SR and SC, on a queue consumed after all triage work).
 
 Bad input (an :class:`ingest.IngestError`) becomes a ``rejected`` row and is never retried; an

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,10 +48,14 @@ def pacs_node(settings: Settings) -> PacsNode | None:
     )
 
 
-def render_overlay(scorer: Scorer, image: SourceImage, prediction: Prediction) -> Image.Image:
-    """The radiograph with the scorer's Grad-CAM heatmap and the result as a caption."""
-    caption = result_caption(prediction)
-    return overlay_heatmap(image.pixels, scorer.heatmap(image.pixels), caption=caption)
+def render_overlay(
+    scorer: Scorer, image: SourceImage, prediction: Prediction, heatmap: np.ndarray | None = None
+) -> Image.Image:
+    """The radiograph with the scorer's Grad-CAM heatmap (computed here unless given) and the
+    result as a caption."""
+    if heatmap is None:
+        heatmap = scorer.heatmaps([image.pixels])[0]
+    return overlay_heatmap(image.pixels, heatmap, caption=result_caption(prediction))
 
 
 def publish(
@@ -60,6 +65,7 @@ def publish(
     source: Path,
     image: SourceImage,
     prediction: Prediction,
+    heatmap: np.ndarray | None = None,
 ) -> list[Path]:
     """Store the overlay PNG; for a DICOM also write SR + SC and C-STORE them if configured.
 
@@ -67,7 +73,7 @@ def publish(
     """
     metrics = get_metrics()
     try:
-        overlay = render_overlay(scorer, image, prediction)
+        overlay = render_overlay(scorer, image, prediction, heatmap)
         save_overlay(overlay, settings.overlay_dir, image.metadata.file_sha256)
         if image.metadata.kind is not SourceKind.DICOM:
             return []  # no study to attach DICOM results to
@@ -110,21 +116,33 @@ def publish_rows(
             if entry.status is Status.DONE and entry.archived_path
         ]
     pending: list[int] = []
+    readable: list[tuple[int, Path, SourceImage, Prediction]] = []
     for entry_id, source, prediction in jobs:
         if prediction is None:
             log.info("row %d: not a scored row; no results to publish", entry_id)
-            continue
-        if not source.is_file():
+        elif not source.is_file():
             pending.append(entry_id)
-            continue
-        try:
-            image = read_image(source)
-        except (IngestError, OSError) as error:  # derived data: never retried forever
-            log.warning("row %d: archived original unreadable (%s)", entry_id, error)
-            get_metrics().observe_pacs("failed")
-            continue
-        publish(settings, scorer, entry_id, source, image, prediction)
+        else:
+            try:
+                readable.append((entry_id, source, read_image(source), prediction))
+            except (IngestError, OSError) as error:  # derived data: never retried forever
+                log.warning("row %d: archived original unreadable (%s)", entry_id, error)
+                get_metrics().observe_pacs("failed")
+    heatmaps = _heatmaps(scorer, [image.pixels for _, _, image, _ in readable])
+    for (entry_id, source, image, prediction), heatmap in zip(readable, heatmaps, strict=True):
+        publish(settings, scorer, entry_id, source, image, prediction, heatmap)
     return pending
+
+
+def _heatmaps(scorer: Scorer, images: list[np.ndarray]) -> list[np.ndarray | None]:
+    """One Grad-CAM call for the batch; ``None`` (each computed alone) if it fails."""
+    if not images:
+        return []
+    try:
+        return list(scorer.heatmaps(images))
+    except Exception:  # an image that breaks the batch must not cost its batch-mates
+        log.exception("batch heatmap failed; computing them one by one")
+        return [None] * len(images)
 
 
 def _prediction(entry: WorklistEntry) -> Prediction | None:
