@@ -30,12 +30,21 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def threshold_for_sensitivity(
     probabilities: np.ndarray, labels: np.ndarray, target: float
 ) -> float:
-    """The highest threshold whose sensitivity (``p >= t`` called positive) is >= target."""
+    """A threshold whose sensitivity (``p >= t`` called positive) is >= target, with no higher
+    threshold reaching it on these cases.
+
+    Every threshold between the last positive that must be caught and the next lower score
+    sorts these cases alike; the midpoint is taken, not that positive's own score, so that
+    round-off (the network traced for another batch size computes the last bits differently)
+    cannot drop the very case the target was set on below its own threshold.
+    """
     positives = np.sort(probabilities[labels == 1])[::-1]
     if positives.size == 0:
         raise ValueError("no positive cases to set a sensitivity threshold on")
     needed = int(np.ceil(target * positives.size))  # positives that must be caught
-    return float(positives[max(needed, 1) - 1])
+    caught = positives[max(needed, 1) - 1]
+    below = probabilities[probabilities < caught]
+    return float((caught + below.max()) / 2) if below.size else float(caught)
 
 
 def threshold_for_specificity(
