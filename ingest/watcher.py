@@ -218,24 +218,30 @@ class InboxWatcher:
     def hand_over_ready(self) -> int:
         """Hand every stable file over, in batches; returns how many were taken."""
         ready = self.tracker.ready()
-        handed = 0
-        for start in range(0, len(ready), HANDOVER_BATCH):
-            batch = ready[start : start + HANDOVER_BATCH]
-            try:
-                again = set(self.on_stable_files(batch))
-            except Exception:  # the watcher outlives any one file or outage
-                log.exception(
-                    "handing over %d stable file(s) failed; retrying in %.0f s",
-                    len(ready) - start,
-                    self.CALLBACK_RETRY_S,
-                )
-                for path, _ in ready[start:]:
-                    self.tracker.retry_later(path, self.CALLBACK_RETRY_S)
-                break
-            for path in again:
-                self.tracker.retry_later(path, self.CALLBACK_RETRY_S)
-            handed += len(batch) - len(again)
-        return handed
+        return sum(
+            self._hand_over(ready[start : start + HANDOVER_BATCH])
+            for start in range(0, len(ready), HANDOVER_BATCH)
+        )
+
+    def _hand_over(self, batch: list[tuple[Path, Origin]]) -> int:
+        """Hand ``batch`` over; if it fails as a whole, each file alone, so that a file that
+        breaks a batch (or its transaction) holds up only itself. Failed files are handed
+        again after ``CALLBACK_RETRY_S``; the watcher outlives any file or outage."""
+        try:
+            again = set(self.on_stable_files(batch))
+        except Exception as error:
+            if len(batch) > 1:
+                log.exception("handing over %d stable files failed; one by one now", len(batch))
+                return sum(self._hand_over([item]) for item in batch)
+            log.warning(
+                "handing over a stable file failed (%s); retrying in %.0f s",
+                type(error).__name__,
+                self.CALLBACK_RETRY_S,
+            )
+            again = {batch[0][0]}
+        for path in again:
+            self.tracker.retry_later(path, self.CALLBACK_RETRY_S)
+        return len(batch) - len(again)
 
     def _drain_events(self) -> None:
         while True:

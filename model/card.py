@@ -28,9 +28,9 @@ INTENDED_USE = (
 class OperatingPoint:
     """Calibration and the two cut-offs of the reading priority, fitted on validation only.
 
-    ``threshold`` is the operating point: the highest cut-off that still catches
-    ``target_sensitivity`` of the validation pneumonias (the label), placed halfway down to
-    the next lower validation score. ``suspect_threshold``
+    ``threshold`` is the operating point: the highest probability that still catches
+    ``target_sensitivity`` of the validation pneumonias (the label), less a round-off margin
+    of 1e-6. ``suspect_threshold``
     is a second, more sensitive cut-off: below the label threshold but above it sit the
     borderline cases a radiologist should still read before the routine ones.
     """

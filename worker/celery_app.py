@@ -148,7 +148,7 @@ def _warm_up() -> None:
     try:
         resources.get_scorer().warm_up(settings.batch_size)
     except Exception:  # the task retries; the worker must come up to report it in Flower
-        log.exception("model could not be loaded at worker start")
+        log.exception("model could not be loaded or traced at worker start")
     try:
         with resources.get_engine().connect():
             pass

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
@@ -64,9 +65,14 @@ class Intake:
         return self.admit_many([(path, origin)])[path]
 
     def admit_many(self, files: Sequence[tuple[Path, Origin]]) -> dict[Path, Admission]:
-        """Read each file's hash and header, store all new rows in one transaction, then
-        send their tasks. A database or broker outage raises: nothing is lost, the watcher
-        hands the whole batch again and admission is idempotent."""
+        """Read each file's hash and header, store all new rows in one transaction, then send
+        their tasks.
+
+        A problem with one file (unreadable just now, a failed move) hands that file back
+        (``RETRY``) and holds up no other; a broker outage hands back the files whose tasks
+        were not sent yet. A database outage raises: the watcher hands the files again, and
+        admission is idempotent.
+        """
         admissions: dict[Path, Admission] = {}
         arrivals: list[tuple[Path, Origin, Arrival]] = []
         for path, origin in files:
@@ -78,23 +84,37 @@ class Intake:
         with self.sessions.begin() as session:
             rows = admit_many(session, [arrival for _, _, arrival in arrivals])
             snapshots = [(_Snapshot.of(entry), created) for entry, created in rows]
-        for (path, origin, arrival), (snapshot, created) in zip(arrivals, snapshots, strict=True):
-            if created:
-                self.enqueue(snapshot.id, origin)
-                log.info(
-                    "row %d queued (%s, sha256 %s)", snapshot.id, origin, arrival.file_sha256[:12]
+        for index, (snapshot, created) in enumerate(snapshots):
+            path, origin, arrival = arrivals[index]
+            try:
+                admissions[path] = self._dispatch(path, origin, arrival, snapshot, created)
+            except BrokerError as error:  # every later send would wait out its retries too
+                log.warning(
+                    "broker unavailable (%s): %d file(s) handed back", error, len(arrivals) - index
                 )
-                admissions[path] = Admission.QUEUED
-            else:
-                admissions[path] = self._known(path, arrival, snapshot, origin)
+                admissions.update((later, Admission.RETRY) for later, _, _ in arrivals[index:])
+                break
+            except Exception:  # this file only: the others go on
+                log.exception(
+                    "row %d: admission not completed; the file is handed back", snapshot.id
+                )
+                admissions[path] = Admission.RETRY
         return admissions
+
+    def _dispatch(
+        self, path: Path, origin: Origin, arrival: Arrival, snapshot: _Snapshot, created: bool
+    ) -> Admission:
+        if not created:
+            return self._known(path, arrival, snapshot, origin)
+        self.enqueue(snapshot.id, origin)
+        log.info("row %d queued (%s, sha256 %s)", snapshot.id, origin, arrival.file_sha256[:12])
+        return Admission.QUEUED
 
     def _read(self, path: Path) -> Arrival | Admission:
         """The file's arrival record, or what became of a file that cannot be admitted."""
-        source_name = str(path.relative_to(self.settings.inbox_dir))  # only inbox paths come
         try:
-            mode = path.lstat().st_mode
-            if not stat.S_ISREG(mode):
+            source_name = str(path.relative_to(self.settings.inbox_dir))  # only inbox paths come
+            if not stat.S_ISREG(path.lstat().st_mode):
                 self._quarantine_unsafe(path, source_name)
                 return Admission.UNSAFE
             return self._arrival(path, source_name)
@@ -103,11 +123,19 @@ class Intake:
         except OSError as error:  # a share hiccup or a permission: this file only, later
             log.warning("cannot read a stable file yet (%s); trying again later", error.strerror)
             return Admission.RETRY
+        except Exception:  # never let one file hold up the batch
+            log.exception("a stable file could not be admitted; trying again later")
+            return Admission.RETRY
 
     def _arrival(self, path: Path, source_name: str) -> Arrival:
         try:
             header = read_header(path)
         except IngestError:  # unreadable: the task will reject it with the precise reason
+            return Arrival(file_sha256(path), source_name, str(path))
+        except OSError:
+            raise
+        except Exception:  # a reader bug on a hostile file: the task records it as failed
+            log.exception("header reader failed on a stable file; admitted by content only")
             return Arrival(file_sha256(path), source_name, str(path))
         return Arrival(
             file_sha256=header.file_sha256,

@@ -111,7 +111,8 @@ class Pipeline:
         with self.sessions() as session:
             # Each of claim's statements is atomic on its own and the claim token makes them
             # safe to repeat, so no transaction around them: most tasks of a burst find their
-            # row already taken by a batch-mate's task and then cost one round trip, not three.
+            # row already taken by a batch-mate's task and then cost one statement, without
+            # BEGIN and COMMIT.
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             held = claim(
                 session,

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Status, WorklistEntry
 from db.worklist import get_entries
-from ingest.errors import IngestError
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
 from model.overlay import overlay_heatmap, result_caption
@@ -125,8 +124,8 @@ def publish_rows(
         else:
             try:
                 readable.append((entry_id, source, read_image(source), prediction))
-            except (IngestError, OSError) as error:  # derived data: never retried forever
-                log.warning("row %d: archived original unreadable (%s)", entry_id, error)
+            except Exception:  # derived data: this row only, never retried forever
+                log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
                 get_metrics().observe_pacs("failed")
     heatmaps = _heatmaps(scorer, [image.pixels for _, _, image, _ in readable])
     for (entry_id, source, image, prediction), heatmap in zip(readable, heatmaps, strict=True):
@@ -134,12 +133,22 @@ def publish_rows(
     return pending
 
 
+def give_up(entry_ids: Sequence[int], why: str) -> None:
+    """Log and count rows whose results will not be written; their worklist rows stand."""
+    for entry_id in entry_ids:
+        log.warning("row %d: no heatmap/SR/SC: %s", entry_id, why)
+        get_metrics().observe_pacs("failed")
+
+
 def _heatmaps(scorer: Scorer, images: list[np.ndarray]) -> list[np.ndarray | None]:
     """One Grad-CAM call for the batch; ``None`` (each computed alone) if it fails."""
     if not images:
         return []
     try:
-        return list(scorer.heatmaps(images))
+        maps: list[np.ndarray | None] = list(scorer.heatmaps(images))
+        if len(maps) != len(images):
+            raise ValueError(f"{len(maps)} heatmaps for {len(images)} images")
+        return maps
     except Exception:  # an image that breaks the batch must not cost its batch-mates
         log.exception("batch heatmap failed; computing them one by one")
         return [None] * len(images)

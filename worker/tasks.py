@@ -62,18 +62,23 @@ def enqueue(entry_id: int, origin: Origin) -> None:
     retry_jitter=True,
     max_retries=10,
 )
-def publish(self: Task, entry_ids: list[int]) -> None:
+def publish(self: Task, entry_ids: list[int] | int) -> None:
     from worker.resources import get_scorer, get_session_factory
     from worker.settings import get_settings
 
-    pending = results.publish_rows(get_settings(), get_session_factory(), get_scorer(), entry_ids)
-    if pending:  # their archive move is not done yet: retry them alone, with backoff
-        countdown = get_exponential_backoff_interval(2, self.request.retries, 120, True)
-        raise self.retry(
-            args=(pending,),
-            countdown=countdown,
-            exc=FileNotFoundError(f"archived original of {len(pending)} row(s) not there yet"),
-        )
+    ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
+    pending = results.publish_rows(get_settings(), get_session_factory(), get_scorer(), ids)
+    if not pending:
+        return
+    if self.request.retries >= self.max_retries:  # derived data: give up loudly, by row id
+        results.give_up(pending, "the archived original never appeared")
+        return
+    countdown = get_exponential_backoff_interval(2, self.request.retries, 120, True)
+    raise self.retry(  # only the rows still waiting for their archive move, with backoff
+        args=(pending,),
+        countdown=countdown,
+        exc=FileNotFoundError(f"archived original of {len(pending)} row(s) not there yet"),
+    )
 
 
 def enqueue_publish(entry_ids: Sequence[int]) -> None:

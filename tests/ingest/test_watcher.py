@@ -230,3 +230,28 @@ def test_only_the_files_the_callback_returns_are_handed_again(tmp_path: Path) ->
     watcher.rescan(Origin.LIVE)
     watcher.hand_over_ready()
     assert calls == [{"ok.dcm", "locked.dcm"}, {"locked.dcm"}]
+
+
+def test_a_file_that_breaks_its_batch_holds_up_only_itself(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("a.dcm", "poison.dcm", "b.dcm"):
+        (inbox / name).write_bytes(b"x")
+    clock = Clock()
+    taken: list[str] = []
+
+    def admit(files: list[tuple[Path, Origin]]) -> list[Path]:
+        if any(path.name == "poison.dcm" for path, _ in files):
+            raise ValueError("a value the database refuses")  # the whole transaction fails
+        taken.extend(path.name for path, _ in files)
+        return []
+
+    watcher = InboxWatcher(WatchConfig(inbox, quiet_period_s=0.0), admit, clock=clock)
+    watcher.rescan(Origin.BACKFILL)
+    assert watcher.hand_over_ready() == 2
+    assert sorted(taken) == ["a.dcm", "b.dcm"]
+    clock.now += watcher.CALLBACK_RETRY_S + 1
+    watcher.rescan(Origin.LIVE)
+    assert watcher.hand_over_ready() == 0  # the poison file alone is tried again
+    assert sorted(taken) == ["a.dcm", "b.dcm"]
+    assert watcher.tracker.handed.keys() == {inbox / n for n in ("a.dcm", "poison.dcm", "b.dcm")}

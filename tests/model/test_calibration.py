@@ -7,6 +7,7 @@ import pytest
 from scipy.special import expit
 
 from model.calibration import (
+    ROUND_OFF_MARGIN,
     choose_operating_point,
     fit_temperature,
     threshold_for_sensitivity,
@@ -21,16 +22,17 @@ def test_temperature_recovers_the_scale_of_overconfident_logits() -> None:
     assert fit_temperature(true_logits * 3.0, labels) == pytest.approx(3.0, rel=0.05)
 
 
-def test_sensitivity_threshold_reaches_the_target_halfway_below_the_last_case_it_needs() -> None:
+def test_sensitivity_threshold_is_the_highest_reaching_the_target_less_a_round_off_margin() -> None:
     probs = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
     labels = np.ones(10)
     t = threshold_for_sensitivity(probs, labels, 0.8)
-    assert t == pytest.approx(0.25)  # 0.3 must be caught; 0.2 is the next score below
+    assert t == pytest.approx(0.3 - ROUND_OFF_MARGIN, abs=1e-12)
     assert np.mean(probs >= t) >= 0.8
-    assert np.mean(probs >= 0.3 + 1e-9) < 0.8  # no higher threshold that sorts them apart
-    assert np.mean(probs * (1 - 1e-6) >= t) >= 0.8  # round-off cannot flip the case at 0.3
-    with_negative = threshold_for_sensitivity(np.r_[probs, 0.29], np.r_[labels, 0], 0.8)
-    assert with_negative == pytest.approx(0.295)  # the next lower score may be a negative's
+    assert np.mean(probs >= 0.3 + 1e-9) < 0.8  # any higher threshold misses the target
+    assert np.mean(probs - 1e-7 >= t) >= 0.8  # round-off cannot flip the case at 0.3
+    # a next lower score closer than the margin: halfway to it, so it stays below
+    close = threshold_for_sensitivity(np.r_[probs, 0.3 - 1e-7], np.r_[labels, 0], 0.8)
+    assert close == pytest.approx(0.3 - 0.5e-7, abs=1e-12)
 
 
 def test_specificity_threshold_keeps_the_required_share_of_negatives_below_it() -> None:

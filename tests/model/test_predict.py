@@ -112,3 +112,18 @@ def test_predict_cli_reports_a_refused_file_with_its_reason(tmp_path: Path) -> N
     (result,) = json.loads(done.stdout)
     assert result["status"] == "rejected"
     assert result["reason"]
+
+
+def test_warm_up_keeps_the_scores_and_batched_heatmaps_match_single_ones(images) -> None:
+    from model.predict import Classifier
+
+    cold, warm = Classifier.load(), Classifier.load()
+    warm.warm_up(batch_size=3)
+    np.testing.assert_allclose(
+        warm.probabilities(images), cold.probabilities(images), rtol=0, atol=1e-6
+    )
+    maps = warm.heatmaps(images)
+    size = warm.card.input_size
+    assert maps.shape == (len(images), size, size)
+    for image, batched in zip(images, maps, strict=True):
+        np.testing.assert_allclose(batched, cold.heatmap(image), atol=1e-4)

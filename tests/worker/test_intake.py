@@ -8,6 +8,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -141,3 +142,32 @@ def test_a_file_the_system_cannot_read_now_is_handed_back_alone(
     assert intake([(ok, Origin.LIVE), (unreadable, Origin.LIVE)]) == [unreadable]
     assert [row.source_path for row in _rows(sessions)] == [str(ok)]
     assert len(sent) == 1
+
+
+def test_a_task_that_cannot_be_sent_hands_back_its_file_and_spares_the_others(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    sent: list[int] = []
+    failures = {2: RuntimeError("a bug in sending"), 3: BrokerError("broker down")}
+
+    def enqueue(entry_id: int, origin: Origin) -> None:
+        if entry_id in failures:
+            raise failures.pop(entry_id)
+        sent.append(entry_id)
+
+    intake = Intake(settings, sessions, enqueue)
+    files = [
+        copy_jpeg(jpeg, settings.inbox_dir / f"{n}.jpeg") for n, jpeg in enumerate(dataset_jpegs(4))
+    ]
+    admissions = intake.admit_many([(path, Origin.LIVE) for path in files])
+    # row 2: that file alone; row 3: the broker is down, so row 4 is not even tried
+    assert list(admissions.values()) == [
+        Admission.QUEUED,
+        Admission.RETRY,
+        Admission.RETRY,
+        Admission.RETRY,
+    ]
+    assert sent == [1] and len(_rows(sessions)) == 4  # rows committed, nothing lost
+    again = intake.admit_many([(path, Origin.LIVE) for path in files[1:]])
+    assert set(again.values()) == {Admission.REQUEUED} and sent == [1, 2, 3, 4]

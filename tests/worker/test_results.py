@@ -122,8 +122,13 @@ def test_a_batch_publishes_its_done_rows_and_hands_back_those_not_archived_yet(
         record_scored(session, done, scored, str(archived))
         moving, _ = admit(session, Arrival("b" * 64, "b.jpeg", "/inbox/b.jpeg"))
         record_scored(session, moving, scored, str(tmp_path / "archive" / "not-yet.jpeg"))
-        rejected, _ = admit(session, Arrival("c" * 64, "c.jpeg", "/inbox/c.jpeg"))
-        record_unscored(session, rejected, Status.REJECTED, "not_chest", "", str(archived))
-        ids = [done.id, moving.id, rejected.id]
+        other = archived.with_name("c.jpeg")  # readable: publishing it would leave an overlay
+        Image.fromarray(255 - reference_grey).save(other)
+        requeued, _ = admit(session, Arrival("c" * 64, "c.jpeg", "/inbox/c.jpeg"))
+        record_scored(session, requeued, scored, str(other))
+        requeued.status = Status.QUEUED  # scored once, now waiting to be scored again
+        rejected, _ = admit(session, Arrival("d" * 64, "d.jpeg", "/inbox/d.jpeg"))
+        record_unscored(session, rejected, Status.REJECTED, "not_chest", "", str(other))
+        ids = [done.id, moving.id, requeued.id, rejected.id]
     assert publish_rows(settings, sessions, scorer, [*ids, 999]) == [moving.id]
     assert [p.name for p in settings.overlay_dir.iterdir()] == [f"{sha}.png"]

@@ -29,7 +29,7 @@ TargetSensitivity = Annotated[
     typer.Option(
         min=0.5,
         max=1.0,
-        help="Label threshold (PNEUMONIA, URGENT): the highest cut-off that still gives "
+        help="Label threshold (PNEUMONIA, URGENT): the highest probability that still gives "
         "this sensitivity on the validation split.",
     ),
 ]
@@ -38,7 +38,7 @@ SuspectSensitivity = Annotated[
     typer.Option(
         min=0.5,
         max=1.0,
-        help="SUSPECT cut-off: the highest cut-off giving this (higher) validation "
+        help="SUSPECT cut-off: the highest probability giving this (higher) validation "
         "sensitivity; cases between it and the threshold are read before ROUTINE ones.",
     ),
 ]
