@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import WAITING_STATUSES, ReviewDecision, Status, WorklistEntry, utcnow
 
@@ -208,6 +208,25 @@ def claim(
         .execution_options(populate_existing=True)
     )
     return list(held)
+
+
+def claim_autocommit(
+    sessions: sessionmaker[Session],
+    entry_id: int,
+    token: str,
+    *,
+    batch_size: int,
+    stale_before: datetime,
+) -> list[WorklistEntry]:
+    """:func:`claim` in autocommit, outside any transaction, in a session of its own.
+
+    Each of its statements is atomic and repeatable under ``token``, so BEGIN and COMMIT
+    would only add round trips: most tasks of a burst find their row already taken by a
+    batch-mate's task and then cost one statement. Returns detached rows.
+    """
+    with sessions() as session:
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return claim(session, entry_id, token, batch_size=batch_size, stale_before=stale_before)
 
 
 def record_scored(

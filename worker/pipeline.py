@@ -29,7 +29,14 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Status, WorklistEntry, utcnow
-from db.worklist import Scored, claim, get_entries, get_entry, record_scored, record_unscored
+from db.worklist import (
+    Scored,
+    claim_autocommit,
+    get_entries,
+    get_entry,
+    record_scored,
+    record_unscored,
+)
 from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.filing import (
     archive_destination,
@@ -108,23 +115,17 @@ class Pipeline:
 
     def _claim(self, entry_id: int, token: str) -> list[Job]:
         stale_before = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
-        with self.sessions() as session:
-            # Each of claim's statements is atomic on its own and the claim token makes them
-            # safe to repeat, so no transaction around them: most tasks of a burst find their
-            # row already taken by a batch-mate's task and then cost one statement, without
-            # BEGIN and COMMIT.
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            held = claim(
-                session,
-                entry_id,
-                token,
-                batch_size=self.settings.batch_size,
-                stale_before=stale_before,
-            )
-            return [
-                Job(e.id, Path(e.source_path), e.source_name, e.file_sha256, e.received_at)
-                for e in held
-            ]
+        held = claim_autocommit(
+            self.sessions,
+            entry_id,
+            token,
+            batch_size=self.settings.batch_size,
+            stale_before=stale_before,
+        )
+        return [
+            Job(e.id, Path(e.source_path), e.source_name, e.file_sha256, e.received_at)
+            for e in held
+        ]
 
     def _outcomes(self, jobs: list[Job]) -> list[Outcome]:
         loaded: dict[int, tuple[SourceImage, tuple[str, ...]]] = {}

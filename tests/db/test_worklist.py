@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from db.worklist import (
     admit,
     admit_many,
     claim,
+    claim_autocommit,
     counts_by_status,
     oldest_waiting,
     reading_order,
@@ -210,3 +212,36 @@ def test_time_filters_accept_relative_and_iso_values_and_name_a_bad_one() -> Non
     assert parse_when("2026-01-31") == datetime(2026, 1, 31, tzinfo=UTC)
     with pytest.raises(ValueError, match="'yesterday'"):
         parse_when("yesterday")
+
+
+def test_concurrent_tasks_claiming_outside_transactions_take_every_row_once(
+    sessions: Sessions,
+) -> None:
+    ids = [add(sessions, n) for n in range(1, 201)]
+    held: dict[str, list[int]] = {}
+
+    def task(token: str, entry_ids: list[int]) -> None:
+        long_ago = utcnow() - timedelta(hours=1)  # no claim here is stale
+        for entry_id in entry_ids:
+            rows = claim_autocommit(
+                sessions, entry_id, f"{token}-{entry_id}", batch_size=4, stale_before=long_ago
+            )
+            held[f"{token}-{entry_id}"] = [row.id for row in rows]
+
+    # four workers race through every message (duplicate deliveries included), each from
+    # another starting point, as a burst's tasks reach pool processes on several machines
+    threads = [
+        threading.Thread(target=task, args=(f"w{n}", ids[n * 50 :] + ids[: n * 50]))
+        for n in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    claimed = [entry_id for rows in held.values() for entry_id in rows]
+    assert sorted(claimed) == ids  # every row exactly once
+    assert all(len(rows) <= 4 for rows in held.values())
+    with sessions() as session:
+        rows = session.query(WorklistEntry).all()
+    assert {row.status for row in rows} == {Status.PROCESSING}
+    assert {row.attempts for row in rows} == {1}
