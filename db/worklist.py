@@ -71,23 +71,17 @@ def admit_many(session: Session, arrivals: Sequence[Arrival]) -> list[tuple[Work
         .returning(WorklistEntry)
     )
     created = {entry.source_path: entry for entry in session.scalars(statement)}
-    results: list[tuple[WorklistEntry, bool] | None] = []
+    known = _known_entries(session, [a for a in arrivals if a.source_path not in created])
+    results: list[tuple[WorklistEntry, bool]] = []
     for arrival in arrivals:
-        entry = created.pop(arrival.source_path, None)
-        results.append((entry, True) if entry is not None else None)
-    missing = [arrival for arrival, result in zip(arrivals, results, strict=True) if not result]
-    known = _known_entries(session, missing)
-    retry: list[int] = []
-    for index, (arrival, result) in enumerate(zip(arrivals, results, strict=True)):
-        if result is None:
-            existing = known.get(arrival.file_sha256) or known.get(arrival.sop_instance_uid or "")
-            if existing is None:  # the conflicting row was deleted in between
-                retry.append(index)
-            else:
-                results[index] = (existing, False)
-    for index in retry:  # try once more, one by one: rare
-        results[index] = admit(session, arrivals[index])
-    return [result for result in results if result is not None]
+        entry = created.get(arrival.source_path)
+        if entry is not None:
+            results.append((entry, True))
+            continue
+        existing = known.get(arrival.file_sha256) or known.get(arrival.sop_instance_uid or "")
+        # None: the conflicting row was deleted in between; try this one once more (rare)
+        results.append((existing, False) if existing is not None else admit(session, arrival))
+    return results
 
 
 def _queued_values(arrival: Arrival, received_at: datetime) -> dict[str, object]:

@@ -73,7 +73,9 @@ def publish(self: Task, entry_ids: list[int] | int) -> None:
     if self.request.retries >= self.max_retries:  # derived data: give up loudly, by row id
         results.give_up(pending, "the archived original never appeared")
         return
-    countdown = get_exponential_backoff_interval(2, self.request.retries, 120, True)
+    countdown = get_exponential_backoff_interval(  # the same backoff as the autoretries
+        int(self.retry_backoff), self.request.retries, self.retry_backoff_max, self.retry_jitter
+    )
     raise self.retry(  # only the rows still waiting for their archive move, with backoff
         args=(pending,),
         countdown=countdown,
