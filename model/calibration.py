@@ -92,7 +92,7 @@ def calibrate_on_validation(
 ) -> tuple[OperatingPoint, np.ndarray, dict[str, Any]]:
     """The operating point, the calibrated probabilities and the metrics at its threshold."""
     point = choose_operating_point(logits, labels, target_sensitivity, suspect_target_sensitivity)
-    probabilities = expit(logits / point.temperature)
+    probabilities = point.probabilities(logits)
     metrics = classification_metrics(
         labels.astype(int), probabilities, point.threshold, bootstrap=1000, seed=seed
     )

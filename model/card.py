@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy.special import expit
+
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.keras"
 SHIPPED_DIR = Path(__file__).parent / "shipped"
@@ -35,11 +38,14 @@ class OperatingPoint:
     borderline cases a radiologist should still read before the routine ones.
     """
 
-    temperature: float  # calibrated probability = sigmoid(logit / temperature)
+    temperature: float  # calibrated probability = sigmoid(logit / temperature + bias)
     threshold: float  # at or above: label PNEUMONIA, priority URGENT
     suspect_threshold: float  # at or above (and below threshold): priority SUSPECT
     target_sensitivity: float  # validation sensitivity of ``threshold``
     suspect_target_sensitivity: float  # validation sensitivity of ``suspect_threshold``
+    # A site calibration (Platt scaling) also shifts the logit: another hospital's normals
+    # sit higher on the network's scale, which a temperature alone cannot undo.
+    bias: float = 0.0
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -49,6 +55,12 @@ class OperatingPoint:
                 f"need 0 <= suspect_threshold ({self.suspect_threshold}) <= threshold "
                 f"({self.threshold}) <= 1"
             )
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(pneumonia) for network logits."""
+        return np.asarray(
+            expit(np.asarray(logits, dtype=np.float64) / self.temperature + self.bias)
+        )
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] = field(default_factory=dict)
+    # Set by ``cxr-triage calibrate --site``: the local sample and what it showed.
+    site_calibration: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: Path) -> Path:
         path = directory / CARD_FILE

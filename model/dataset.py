@@ -30,6 +30,7 @@ class Record:
     label: int  # 0 NORMAL, 1 PNEUMONIA
     patient_id: str
     folder_split: str  # "train" or "val" as shipped in the data folder
+    squashed_copy: bool = False  # a 224 x 224 copy whose original aspect is unknown
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,13 @@ def load_manifest(data_dir: Path) -> list[Record]:
         for row in csv.DictReader(f):
             path = data_dir / row["split"] / row["label"] / row["filename"]
             records.append(
-                Record(path, LABELS.index(row["label"]), row["patient_id"], row["split"])
+                Record(
+                    path,
+                    LABELS.index(row["label"]),
+                    row["patient_id"],
+                    row["split"],
+                    squashed_copy=not row.get("orig_width", "x"),
+                )
             )
     return records
 
@@ -165,6 +172,42 @@ def load_cached_array(
     np.save(tmp, array)
     tmp.replace(cache_file)
     return array
+
+
+def load_cached_originals(
+    records: Sequence[Record],
+    cache_dir: Path,
+    read_grey: Callable[[Path], np.ndarray],
+    desc: str = "decoding",
+) -> list[np.ndarray]:
+    """Each image as read, in its own shape, as uint8 display levels, cached on disk.
+
+    The field-of-view augmentation (:mod:`model.geometry`) crops these before the
+    production preprocessing, so the cache keeps the stored aspect instead of the square.
+    """
+    key = hashlib.sha256(
+        json.dumps(["originals/v1", [str(r.path) for r in records]]).encode()
+    ).hexdigest()[:16]
+    cache_file = cache_dir / f"originals-{key}.npz"
+    if cache_file.is_file():
+        with np.load(cache_file) as stored:
+            flat, shapes = stored["flat"], stored["shapes"]
+        ends = np.cumsum(shapes[:, 0] * shapes[:, 1])
+        starts = ends - shapes[:, 0] * shapes[:, 1]
+        return [flat[a:b].reshape(h, w) for a, b, (h, w) in zip(starts, ends, shapes, strict=True)]
+    images = [
+        np.clip(np.rint(read_grey(r.path)), 0, 255).astype(np.uint8)
+        for r in tqdm(records, desc=desc, unit="img")
+    ]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        flat=np.concatenate([i.ravel() for i in images]),
+        shapes=np.array([i.shape for i in images], dtype=np.int64),
+    )
+    tmp.replace(cache_file)
+    return images
 
 
 def stratified_subsample(records: Sequence[Record], n: int, seed: int) -> list[Record]:

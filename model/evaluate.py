@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ingest import IngestError, load_scorable
+from model.card import ModelCard
 from model.dataset import LABELS
 from model.metrics import classification_metrics
 from model.plots import plot_calibration, plot_confusion, plot_pr, plot_roc
@@ -62,9 +63,14 @@ def labelled_files(data_dir: Path) -> list[tuple[Path, int]]:
 
 
 def score_folder(
-    classifier: Classifier, files: list[tuple[Path, int]], progress: bool = True
+    classifier: Classifier,
+    files: list[tuple[Path, int]],
+    progress: bool = True,
+    score: Callable[[Sequence[np.ndarray]], np.ndarray] | None = None,
 ) -> tuple[list[Scored], list[Rejected]]:
-    """Probabilities for every file the worker would score; the others with its reason."""
+    """Probabilities (or ``score``, e.g. raw logits) for every file the worker would score;
+    the others with their reason."""
+    score = score or classifier.probabilities
     scored: list[Scored] = []
     rejected: list[Rejected] = []
     for batch in _batches(tqdm(files, desc="scoring", unit="img", disable=not progress)):
@@ -76,7 +82,7 @@ def score_folder(
                 rejected.append(Rejected(path, label, error.reason.value))
                 continue
             kept.append((path, label))
-        for (path, label), p in zip(kept, classifier.probabilities(images), strict=True):
+        for (path, label), p in zip(kept, score(images), strict=True):
             scored.append(Scored(path, label, float(p)))
     return scored, rejected
 
@@ -94,13 +100,36 @@ def evaluate_folder(
         raise ValueError(f"none of the files under {data_dir} could be scored")
     labels = np.array([s.label for s in scored])
     probabilities = np.array([s.probability for s in scored])
-    point = classifier.card.operating_point
+    metrics = write_evaluation(
+        out_dir,
+        classifier.card,
+        labels,
+        probabilities,
+        bootstrap,
+        data=str(data_dir),
+        rejected_by_reason=dict(Counter(r.reason for r in rejected)),
+    )
+    _write_predictions(out_dir / "predictions.csv", scored, rejected)
+    return metrics
+
+
+def write_evaluation(
+    out_dir: Path,
+    card: ModelCard,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    bootstrap: int,
+    data: str,
+    rejected_by_reason: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Metrics at ``card``'s cut-offs, metrics.json, the four plots and report.md."""
+    point = card.operating_point
     metrics = classification_metrics(labels, probabilities, point.threshold, bootstrap=bootstrap)
     metrics.update(
-        model_version=classifier.version,
-        data=str(data_dir),
-        n_rejected=len(rejected),
-        rejected_by_reason=dict(Counter(r.reason for r in rejected)),
+        model_version=card.model_version,
+        data=data,
+        n_rejected=sum((rejected_by_reason or {}).values()),
+        rejected_by_reason=rejected_by_reason or {},
         suspect_threshold=point.suspect_threshold,
         sensitivity_at_suspect_threshold=float(
             np.mean(probabilities[labels == 1] >= point.suspect_threshold)
@@ -110,14 +139,13 @@ def evaluate_folder(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _write_predictions(out_dir / "predictions.csv", scored, rejected)
     both = (labels == 1).any() and (labels == 0).any()
     if both:
         plot_roc(labels, probabilities, point.threshold, metrics["roc_auc"], out_dir / "roc.png")
         plot_pr(labels, probabilities, metrics["pr_auc"], out_dir / "pr.png")
     plot_confusion(metrics["confusion"], out_dir / "confusion.png")
     plot_calibration(labels, probabilities, metrics["ece"], out_dir / "calibration.png")
-    write_report(out_dir / "report.md", classifier.card, metrics, plots=both)
+    write_report(out_dir / "report.md", card, metrics, plots=both)
     return metrics
 
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit
 
 from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard
 from model.gradcam import CamFunction, gradcam_function
@@ -70,7 +69,7 @@ class Classifier:
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Calibrated P(pneumonia) per image."""
-        return expit(self.logits(images) / self.card.operating_point.temperature)
+        return self.card.operating_point.probabilities(self.logits(images))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         return [self.decide(float(p)) for p in self.probabilities(images)]

@@ -34,7 +34,12 @@ def preprocess(grey: np.ndarray, size: int) -> np.ndarray:
     ``grey`` is a 2-D array in display grey levels (0 = black), float or integer, as
     ``ingest.SourceImage.pixels`` holds it. A constant image maps to all zeros.
     """
-    return to_model_levels(resize_square(grey, size)).astype(np.float32)[..., np.newaxis] / 255.0
+    return network_input(to_model_levels(resize_square(grey, size)))
+
+
+def network_input(levels: np.ndarray) -> np.ndarray:
+    """uint8 model levels ``(N, S, S)`` (the training cache) -> float32 ``(N, S, S, 1)``."""
+    return levels[..., np.newaxis].astype(np.float32) / 255.0
 
 
 def resize_square(grey: np.ndarray, size: int) -> np.ndarray:

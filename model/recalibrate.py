@@ -20,6 +20,7 @@ import numpy as np
 from model import dataset
 from model.calibration import calibrate_on_validation
 from model.card import WEIGHTS_FILE, ModelCard
+from model.preprocess import network_input
 from model.train import PREDICTIONS_FILE
 
 
@@ -39,7 +40,7 @@ def recalibrate(
     )
     val_y = np.array([r.label for r in split.validation], dtype=np.float32)
     network = keras.models.load_model(model_dir / WEIGHTS_FILE, compile=False)
-    logits = network.predict(val_x[..., np.newaxis].astype(np.float32) / 255.0, verbose=0)[:, 0]
+    logits = network.predict(network_input(val_x), verbose=0)[:, 0]
     point, probabilities, metrics = calibrate_on_validation(
         logits,
         val_y,

@@ -27,9 +27,10 @@ from model import dataset
 from model.augment import build_augmenter
 from model.calibration import calibrate_on_validation
 from model.card import WEIGHTS_FILE, ModelCard
+from model.geometry import FieldOfView, random_field_of_view
 from model.network import DEFAULT_WIDTHS, build_model
 from model.plots import plot_training_curves
-from model.preprocess import PREPROCESSING_VERSION
+from model.preprocess import PREPROCESSING_VERSION, network_input, resize_square, to_model_levels
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class TrainConfig:
     target_sensitivity: float = 0.95
     suspect_target_sensitivity: float = 0.99
     max_images: int | None = None  # subsample (stratified by class) for smoke runs
+    field_of_view: bool = True  # random crops that take away the framing shortcut
+    init_from: Path | None = None  # start from this model directory's weights
     steps_per_epoch: int | None = None
     model_version: str = field(default_factory=lambda: datetime.now(UTC).strftime("cxr-%Y%m%d"))
 
@@ -70,9 +73,17 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     hashes = dataset.content_hashes(records)
     split = dataset.patient_split(records, hashes, config.validation_fraction, config.seed)
     log.info("split: %s", json.dumps(split.summary()))
-    train_x = dataset.load_cached_array(
-        split.train, config.input_size, config.cache_dir, read_grey, desc="train images"
-    )
+    if config.field_of_view:
+        originals = dataset.load_cached_originals(
+            split.train, config.cache_dir, read_grey, desc="train images"
+        )
+        train_data = _field_of_view_views(originals, split.train, config)
+    else:
+        train_data = tf.data.Dataset.from_tensor_slices(
+            dataset.load_cached_array(
+                split.train, config.input_size, config.cache_dir, read_grey, desc="train images"
+            )
+        )
     val_x = dataset.load_cached_array(
         split.validation, config.input_size, config.cache_dir, read_grey, desc="validation images"
     )
@@ -80,6 +91,9 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     val_y = np.array([r.label for r in split.validation], dtype=np.float32)
 
     net = build_model(config.input_size, config.widths, config.dropout, config.weight_decay)
+    if config.init_from is not None:
+        start = keras.models.load_model(config.init_from / WEIGHTS_FILE, compile=False)
+        net.set_weights(start.get_weights())
     steps = config.steps_per_epoch or int(np.ceil(len(train_y) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 10,
@@ -98,8 +112,10 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     best_path = config.out_dir / WEIGHTS_FILE
     fit_started = time.monotonic()
     history = net.fit(
-        _batches(train_x, train_y, config.batch_size, config.seed, augment=True),
-        validation_data=_batches(val_x, val_y, 64, config.seed, augment=False),
+        _batches(train_data, train_y, config.batch_size, config.seed, augment=True),
+        validation_data=_batches(
+            tf.data.Dataset.from_tensor_slices(val_x), val_y, 64, config.seed, augment=False
+        ),
         epochs=config.epochs,
         steps_per_epoch=steps,
         class_weight=_balanced_class_weights(train_y),
@@ -108,6 +124,9 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
                 best_path, monitor="val_auc", mode="max", save_best_only=True
             ),
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience),
+            # An interrupted run started again with the same command resumes at its last
+            # finished epoch (weights, optimizer and schedule), not from scratch.
+            keras.callbacks.BackupAndRestore(config.out_dir / "resume"),
             EpochProgress(config.epochs, steps),
         ],
         verbose=0,
@@ -116,9 +135,7 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
 
     best = keras.models.load_model(best_path, compile=False)
     best.save(best_path)  # ship the weights without the optimizer state
-    val_logits = best.predict(
-        val_x[..., np.newaxis].astype(np.float32) / 255.0, batch_size=64, verbose=0
-    )[:, 0]
+    val_logits = best.predict(network_input(val_x), batch_size=64, verbose=0)[:, 0]
     point, val_probabilities, metrics = calibrate_on_validation(
         val_logits,
         val_y,
@@ -165,11 +182,34 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     return card
 
 
-def _batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool
+def _field_of_view_views(
+    originals: list[np.ndarray], records: tuple[dataset.Record, ...], config: TrainConfig
 ) -> tf.data.Dataset:
-    """uint8 cache -> float [0, 1] batches; augmented and reshuffled each epoch if training."""
-    data = tf.data.Dataset.from_tensor_slices((x, y))
+    """One random crop of each record, preprocessed as production preprocesses.
+
+    Each pass (epoch) draws new crops in record order; the shuffle in :func:`_batches`
+    mixes them, as it does the cached squares.
+    """
+    rng = np.random.default_rng(config.seed)
+    fov = FieldOfView()
+    squashed = [r.squashed_copy for r in records]
+    size = config.input_size
+
+    def views() -> object:
+        for grey, squashed_copy in zip(originals, squashed, strict=True):
+            view = random_field_of_view(grey, squashed_copy, rng, fov)
+            yield to_model_levels(resize_square(view, size))
+
+    return tf.data.Dataset.from_generator(
+        views, output_signature=tf.TensorSpec((size, size), tf.uint8)
+    )
+
+
+def _batches(
+    images: tf.data.Dataset, y: np.ndarray, batch_size: int, seed: int, augment: bool
+) -> tf.data.Dataset:
+    """uint8 images -> float [0, 1] batches; augmented and reshuffled each epoch if training."""
+    data = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(y)))
     if augment:
         data = data.shuffle(len(y), seed=seed, reshuffle_each_iteration=True).repeat()
     data = data.batch(batch_size).map(

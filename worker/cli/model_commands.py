@@ -92,6 +92,22 @@ def train(
     model_version: Annotated[
         str | None, typer.Option(help="Version string for the model card.")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this model directory's weights (fine-tuning) instead of a "
+            "random initialisation.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    field_of_view: Annotated[
+        bool,
+        typer.Option(
+            help="Train on random crops of varied aspect and area (see model/geometry.py), "
+            "so the film's framing carries no label information."
+        ),
+    ] = True,
 ) -> None:
     """Train the CNN on a patient-level split, calibrate it and write a model directory.
 
@@ -118,6 +134,8 @@ def train(
         suspect_target_sensitivity=suspect_sensitivity,
         max_images=max_images,
         steps_per_epoch=steps_per_epoch,
+        field_of_view=field_of_view,
+        init_from=init_from,
     )
     if model_version:
         config = dataclasses.replace(config, model_version=model_version)
@@ -133,32 +151,80 @@ def train(
 @app.command(rich_help_panel="Model")
 def calibrate(
     model: Annotated[
-        Path, typer.Option(help="Model directory to recalibrate in place.", exists=True)
-    ],
-    data: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="The pediatric-cxr folder the model was trained on.", exists=True, file_okay=False
+            help="Model directory. With --data: recalibrated in place. With --site: the "
+            "source (default CXR_MODEL_PATH, else the shipped model), left untouched.",
+            exists=True,
         ),
-    ],
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The pediatric-cxr folder the model was trained on: refit on the model's own "
+            "validation split.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            help="A site's labelled sample (NORMAL/ and PNEUMONIA/ with DICOM, JPEG or PNG "
+            "files): refit probabilities and cut-offs for that site into --out.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="With --site: the new model directory to write (must not exist)."),
+    ] = None,
+    site_name: Annotated[
+        str | None,
+        typer.Option(help="With --site: the suffix of the new model_version (default: folder)."),
+    ] = None,
+    confidence: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=0.999,
+            help="With --site: confidence of the sensitivity lower bound the cut-offs keep.",
+        ),
+    ] = 0.90,
     target_sensitivity: TargetSensitivity = 0.95,
     suspect_sensitivity: SuspectSensitivity = 0.99,
     cache_dir: Annotated[
         Path, typer.Option(help="Where the decoded uint8 arrays are cached.")
     ] = DEFAULT_CACHE,
 ) -> None:
-    """Refit temperature and both cut-offs on the model's own validation split.
+    """Refit the probability calibration and both cut-offs, never the weights.
 
-    The weights are untouched; the model card (thresholds, validation metrics) is
-    rewritten. Refuses if the data do not give the split the model was trained with.
+    --data: on the model's own validation split (the card is rewritten in place; refuses
+    data that do not give the split the model was trained with).
+
+    --site --out: on a deploying site's labelled sample, into a new model directory whose
+    model_version carries the site's name. Cut-offs keep their meaning (URGENT at site
+    sensitivity >= 0.95, SUSPECT >= 0.99) as a lower confidence bound, not a point
+    estimate; the card records the sample and the before/after metrics. Run evaluate and a
+    shadow period on it before go-live (README: Deploying at a new site).
     """
+    if (data is None) == (site is None):
+        raise typer.BadParameter("give exactly one of --data (own validation) or --site")
     _quiet_tensorflow()
+    if site is not None:
+        _calibrate_site(
+            model, site, out, site_name, confidence, target_sensitivity, suspect_sensitivity
+        )
+        return
+    if model is None:
+        raise typer.BadParameter("--data recalibrates a model in place: give --model")
     from ingest import read_image
     from model.recalibrate import recalibrate
 
     card = recalibrate(
         model,
-        data,
+        data,  # type: ignore[arg-type]
         cache_dir,
         lambda path: read_image(path).pixels,
         target_sensitivity,
@@ -170,6 +236,74 @@ def calibrate(
         f"{m['sensitivity']:.3f}, specificity {m['specificity']:.3f}); suspect cut-off "
         f"{point.suspect_threshold:.4f} (sensitivity {m['sensitivity_at_suspect_threshold']:.3f})"
     )
+
+
+def _calibrate_site(
+    model: Path | None,
+    site: Path,
+    out: Path | None,
+    site_name: str | None,
+    confidence: float,
+    target_sensitivity: float,
+    suspect_sensitivity: float,
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from model.card import SHIPPED_DIR
+    from model.site_calibration import SiteSampleError, calibrate_site
+
+    if out is None:
+        raise typer.BadParameter("--site writes a new model directory: give --out")
+    classifier = _load_classifier(model)
+    source_dir = model or _default_model_dir()
+    try:
+        result = calibrate_site(
+            classifier,
+            site,
+            out,
+            source_dir=source_dir if source_dir.is_dir() else SHIPPED_DIR,
+            site_name=site_name,
+            target_sensitivity=target_sensitivity,
+            suspect_target_sensitivity=suspect_sensitivity,
+            confidence=confidence,
+        )
+    except (SiteSampleError, FileExistsError) as error:
+        typer.echo(f"calibrate: {error}", err=True)
+        raise typer.Exit(2) from None
+    table = Table(title=f"{site} ({result.before['n']} images)")
+    for column in ("", "before", "after (in sample)", "after (cross-validated)"):
+        table.add_column(column, justify="right")
+    cross = result.cross_validated
+    for key in ("sensitivity", "specificity", "ece"):
+        table.add_row(
+            key,
+            f"{result.before[key]:.3f}",
+            f"{result.after[key]:.3f}",
+            f"{cross[key]:.3f}",
+        )
+    table.add_row(
+        "ROC AUC", f"{result.before['roc_auc']:.3f}", f"{result.after['roc_auc']:.3f}", ""
+    )
+    table.add_row(
+        "URGENT cut-off",
+        f"{result.before['threshold']:.4f}",
+        f"{result.after['threshold']:.4f}",
+        "",
+    )
+    Console().print(table)
+    typer.echo(
+        f"wrote {out} as {result.card.model_version}; plots in {out / 'evaluation'}. "
+        "Evaluate it, run it in shadow, then point CXR_MODEL_PATH at it."
+    )
+
+
+def _default_model_dir() -> Path:
+    from model.card import SHIPPED_DIR
+    from worker.settings import get_settings
+
+    configured = get_settings().model_path
+    return Path(configured) if configured else SHIPPED_DIR
 
 
 def _quiet_tensorflow() -> None:
