@@ -17,7 +17,7 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     test_command = next(c for c in readme_commands() if "pytest" in c)
     assert test_command in (REPO / ".ci" / "run").read_text()
     for step in (
-        "pip install -e '.[dev]'",
+        "pip install -c constraints.txt -e '.[dev]'",
         "ruff check",
         "ruff format --check",
         "mypy",
@@ -28,5 +28,5 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 def test_the_first_command_runs_the_embedded_default_on_a_folder() -> None:
     first = readme_commands()[0]
-    assert "pip install -e ." in first and "cxr-triage run" in first
+    assert "pip install -c constraints.txt -e ." in first and "cxr-triage run" in first
     assert "cxr-triage worklist" in first
