@@ -26,7 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
 from db.worklist import Arrival, admit_many
 from ingest.errors import IngestError, Reason
-from ingest.filing import move_into_place, quarantine_destination, quarantine_file
+from ingest.filing import (
+    move_into_place,
+    quarantine_destination,
+    quarantine_file,
+    rename_to_utf8,
+)
 from ingest.hashing import file_sha256
 from ingest.readers import read_header
 from ingest.watcher import Origin
@@ -94,6 +99,13 @@ class Intake:
                 )
                 admissions.update((later, Admission.RETRY) for later, _, _ in arrivals[index:])
                 break
+            except OSError as error:  # a move: no traceback, its paths would name the file
+                log.warning(
+                    "row %d: admission not completed (%s); the file is handed back",
+                    snapshot.id,
+                    error.strerror or type(error).__name__,
+                )
+                admissions[path] = Admission.RETRY
             except Exception:  # this file only: the others go on
                 log.exception(
                     "row %d: admission not completed; the file is handed back", snapshot.id
@@ -117,7 +129,11 @@ class Intake:
             if not stat.S_ISREG(path.lstat().st_mode):
                 self._quarantine_unsafe(path, source_name)
                 return Admission.UNSAFE
-            return self._arrival(path, source_name)
+            renamed = rename_to_utf8(path, self.settings.inbox_dir)
+            if renamed != path:
+                log.info("a file name that is not UTF-8 was escaped in the inbox")
+                source_name = str(renamed.relative_to(self.settings.inbox_dir))
+            return self._arrival(renamed, source_name)
         except FileNotFoundError:
             return Admission.GONE
         except OSError as error:  # a share hiccup or a permission: this file only, later
