@@ -10,6 +10,8 @@ unharmed, with no ERROR log line and no log line naming the file. SQLite and Pos
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -19,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Status, WorklistEntry
+from db.worklist import Arrival
 from ingest.filing import MAX_NAME_BYTES, archive_destination, move_into_place, safe_name
 from ingest.watcher import Origin
 from tests.corpus import copy_jpeg, cr_dicom, dataset_jpegs, lateral_dicom
@@ -190,3 +193,42 @@ def test_scored_batch_mates_are_archived_and_published_despite_a_255_byte_name(
         assert archived.is_file() and archived.is_relative_to(settings.archive_dir)
     assert list(inbox_files(settings.inbox_dir)) == []
     _assert_quiet(caplog, LONG_STEM)
+
+
+class _UnsanitisedIntake(Intake):
+    """Intake as if a reader let a raw header value through (the defence behind
+    sanitising): the value for ``bad.dcm`` reaches the database as read."""
+
+    raw_patient_id = "AB\udcffCD"
+
+    def _arrival(self, path: Path, source_name: str) -> Arrival:
+        arrival = super()._arrival(path, source_name)
+        if path.name != "bad.dcm":
+            return arrival
+        return dataclasses.replace(arrival, patient_id=self.raw_patient_id)
+
+
+@pytest.mark.parametrize("raw", ["AB\udcffCD", "AB\x00CD"])
+def test_a_value_the_database_refuses_quarantines_that_file_alone(
+    settings: Settings, sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture, raw: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    jpegs = dataset_jpegs(3)
+    inbox = settings.inbox_dir
+    bad = cr_dicom(jpegs[0], inbox / "bad.dcm", PatientID="ABCD")
+    mates = [copy_jpeg(jpeg, inbox / f"mate-{n}.jpeg") for n, jpeg in enumerate(jpegs[1:])]
+    intake = _UnsanitisedIntake(settings, sessions, lambda entry_id, origin: None)
+    intake.raw_patient_id = raw
+    batch = [(path, Origin.LIVE) for path in (bad, *mates)]
+    admissions = intake.admit_many(batch)
+    assert [admissions[m] for m in mates] == [Admission.QUEUED, Admission.QUEUED]
+    rows = _rows(sessions)
+    if admissions[bad] is Admission.REFUSED:  # PostgreSQL refuses both; SQLite takes a NUL
+        assert "bad.dcm" not in rows and not bad.exists()
+        (quarantined,) = (settings.quarantine_dir / "corrupt").glob("*bad.dcm")
+        assert "refused" in json.loads(Path(f"{quarantined}.json").read_text())["detail"]
+    else:
+        assert admissions[bad] is Admission.QUEUED and raw == "AB\x00CD"
+        assert settings.database_url.startswith("sqlite")
+    assert intake(batch) == []  # handed again: nothing comes back for another try
+    _assert_quiet(caplog, "AB\udcffCD", "AB\x00CD")
