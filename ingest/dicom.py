@@ -21,6 +21,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.pixels import pixel_array as decode_pixel_array
@@ -33,6 +34,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from ingest.codestream import codestream_size
+from ingest.deflate import check_deflated_size
 from ingest.errors import IngestError, Reason
 from ingest.limits import MAX_FILE_BYTES, MAX_PIXELS, check_pixel_count, checked_file_size
 from ingest.sniff import Sniffed
@@ -80,6 +83,7 @@ def _read(
     path: Path, sniffed: Sniffed, *, stop_before_pixels: bool, max_file_bytes: int
 ) -> Dataset:
     file_size = checked_file_size(path, max_file_bytes)
+    check_deflated_size(path)  # pydicom inflates in one call: bound it before it does
     try:
         # force=True only for a raw dataset whose first element sniff.py found plausible.
         ds = dcmread(path, stop_before_pixels=stop_before_pixels, force=not sniffed.has_preamble)
@@ -210,6 +214,47 @@ def check_decodable(ds: Dataset, max_pixels: int = MAX_PIXELS) -> None:
             Reason.CORRUPT, "(0028,0010) Rows or (0028,0011) Columns is missing or invalid."
         ) from exc
     check_pixel_count(rows, columns, samples, frames, max_pixels)
+    if uid.is_encapsulated:
+        check_codestream(ds, rows, columns, samples, max_pixels)
+
+
+def check_codestream(
+    ds: Dataset, rows: int, columns: int, samples: int, max_pixels: int = MAX_PIXELS
+) -> None:
+    """Bound what the decoder will allocate by the codestream's own frame header.
+
+    The decoder trusts the JPEG SOF or JPEG 2000 SIZ marker, not (0028,0010)/(0028,0011):
+    refuse ``too_large`` when the codestream's size passes ``max_pixels``, and ``corrupt``
+    when it disagrees with the header (the image would not be the one described).
+    """
+    try:
+        first = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    except LIBRARY_ERRORS as exc:
+        raise IngestError(
+            Reason.CORRUPT,
+            f"The encapsulated (7FE0,0010) Pixel Data cannot be split into "
+            f"frames ({type(exc).__name__}).",
+        ) from exc
+    size = codestream_size(first)
+    if size is None:
+        return  # RLE, or no frame header found: the decoder's own checks apply
+    stream_rows = size.rows or rows  # JPEG: 0 lines means a DNL marker sets them later
+    count = stream_rows * size.columns * max(size.components, 1)
+    if count > max_pixels:
+        raise IngestError(
+            Reason.TOO_LARGE,
+            f"The {size.format} codestream's frame header says {stream_rows} x {size.columns} "
+            f"px x {size.components} components = {count:,} values, over the {max_pixels:,} "
+            "limit (decompression bomb guard; the DICOM header said "
+            f"{rows} x {columns}).",
+        )
+    if (stream_rows, size.columns, size.components) != (rows, columns, samples):
+        raise IngestError(
+            Reason.CORRUPT,
+            f"(0028,0010) Rows, (0028,0011) Columns and (0028,0002) Samples per Pixel say "
+            f"{rows} x {columns} x {samples}; the {size.format} codestream says "
+            f"{stream_rows} x {size.columns} x {size.components}.",
+        )
 
 
 def decode_frame(ds: Dataset, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -26,6 +26,7 @@ class Reason(StrEnum):
     UNSUPPORTED_PHOTOMETRIC = "unsupported_photometric"
     MULTI_FRAME = "multi_frame"
     NO_PIXEL_DATA = "no_pixel_data"
+    BLANK_IMAGE = "blank_image"  # no picture: non-finite or constant values, no contrast
     UNSAFE_PATH = "unsafe_path"  # symlink out of the inbox, not a regular file
     # -- readable, but not something the model may score
     WRONG_SOP_CLASS = "wrong_sop_class"

@@ -10,6 +10,7 @@ read; it holds no patient-identifying values.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,11 @@ from datetime import datetime
 from pathlib import Path
 
 SIDECAR_SUFFIX = ".json"
+#: Most bytes of an original's own name kept in an archive or quarantine name. NAME_MAX is
+#: 255 bytes on every filesystem we target; the name gains ``<sha256[:16]>_`` (17), a
+#: ``-NNNN`` counter (5), the sidecar's ``.json`` (5) and the temporary ``.`` and
+#: ``.partial`` (9) around it: 200 + 36 leaves room to spare.
+MAX_NAME_BYTES = 200
 
 
 class FilingError(OSError):
@@ -69,6 +75,33 @@ def move_into_place(source: Path, destination: Path) -> Path:
     return target
 
 
+def rename_to_utf8(path: Path, inbox: Path) -> Path:
+    """Give a file whose path below ``inbox`` is not valid UTF-8 a name that is, in place.
+
+    A name the database cannot store (PostgreSQL and SQLite both refuse lone surrogates)
+    failed its whole admission batch for ever (issue 12). The file is renamed within the
+    inbox to its :func:`safe_name` (one filesystem: an atomic rename that never replaces
+    another file) and admitted under that name. Returns the path the file now has.
+    """
+    relative = path.relative_to(inbox)
+    try:
+        str(relative).encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    target = _free_name(inbox.joinpath(*(safe_name(part) for part in relative.parts)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, target, follow_symlinks=False)  # fails rather than replace a file
+    except OSError as error:
+        if error.errno == errno.EEXIST:
+            raise
+        path.rename(target)  # a share without hard links: checked free just above
+        return target
+    path.unlink()
+    return target
+
+
 def quarantine_file(source: Path, destination: Path, sidecar: Mapping[str, object]) -> Path:
     """Write the sidecar, then move ``source`` beside it. Returns the file's new path."""
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +127,26 @@ def _free_name(destination: Path) -> Path:
     raise FilingError(f"no free name next to {destination}")
 
 
+def safe_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``name`` as valid UTF-8 of at most ``max_bytes`` bytes, for a file name or a row.
+
+    Bytes that are not UTF-8 (Python keeps them as lone surrogates) become ``\\xNN``
+    escapes, as ``ls -b`` would show them. A name still too long keeps its start and its
+    extension, joined by ``~`` and 8 hex digits of the full name's hash, so that two long
+    names sharing a start stay apart.
+    """
+    raw = os.fsencode(name)
+    text = raw.decode("utf-8", "backslashreplace")
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    stem, dot, extension = text.rpartition(".")
+    suffix = f"{dot}{extension}" if stem and len(extension.encode("utf-8")) <= 16 else ""
+    keep = max_bytes - len(suffix.encode("utf-8")) - 9
+    start = encoded[:keep].decode("utf-8", "ignore")  # never half a character
+    return f"{start}~{hashlib.sha256(raw).hexdigest()[:8]}{suffix}"
+
+
 def _basename(name: str) -> str:
     base = Path(name).name
-    return base if base and not base.startswith(".") else "unnamed"
+    return safe_name(base) if base and not base.startswith(".") else "unnamed"

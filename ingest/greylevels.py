@@ -5,7 +5,8 @@ identity when its module is absent from the dataset:
 
 1. :func:`color_to_luma` - RGB (YBR already converted by pydicom) to one grey channel.
 2. :func:`modality_lut` - Modality LUT Sequence or Rescale Slope/Intercept
-   (PS3.3 C.11.1): stored values to modality values.
+   (PS3.3 C.11.1): stored values to modality values, which must all be finite
+   (``blank_image`` otherwise, :mod:`ingest.blank`).
 3. :func:`voi` - VOI LUT Sequence, preferred over Window Center/Width (PS3.3 C.11.2,
    C.8.11.3.1.5), else a robust percentile window; the output is scaled to [0, 1] by the
    range that path produces, so later steps need not know which path ran.
@@ -32,6 +33,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
+from ingest.blank import check_modality_values
 from ingest.image import Normalization
 
 #: Percentiles of the fallback window used when the dataset has no VOI module.
@@ -86,6 +88,7 @@ def to_display_levels(frame: np.ndarray, ds: Dataset) -> tuple[np.ndarray, Norma
         steps.append(f"color:{photometric_interpretation(ds).lower()}_to_luma")
     modality_kind = modality_lut_kind(ds)
     arr = modality_lut(arr, ds)
+    check_modality_values(arr)  # before VOI: a window would clip +inf to white
     if modality_kind:
         steps.append(f"modality_lut:{modality_kind}")
     choice = choose_voi(ds, is_color_frame=frame.ndim == 3)

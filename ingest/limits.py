@@ -17,6 +17,15 @@ from ingest.errors import IngestError, Reason
 MAX_FILE_BYTES = 2 * 1024**3
 #: Largest decoded image accepted, in pixels (rows x columns x samples x frames; 100 MP).
 MAX_PIXELS = 100_000_000
+#: Largest inflated dataset of a Deflated Explicit VR Little Endian file, in bytes: the
+#: largest pixel count at 16 bits, plus 64 MiB for the rest of the dataset (overlays, private
+#: tags). Deflate reaches about 1,000:1, so a 1 MB file could otherwise inflate to 1 GB.
+MAX_INFLATED_BYTES = MAX_PIXELS * 2 + 64 * 1024**2
+#: Deepest folder below the inbox that is walked; deeper files are skipped and counted.
+MAX_FOLDER_DEPTH = 64
+#: A display image whose grey levels vary less than this (standard deviation, 0..255 scale)
+#: holds no picture: all black, all white or one flat grey.
+MIN_DISPLAY_STD = 1.0
 
 
 def checked_file_size(path: Path, max_file_bytes: int = MAX_FILE_BYTES) -> int:

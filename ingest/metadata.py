@@ -130,8 +130,15 @@ def _raw_text(ds: Dataset, keyword: str) -> str | None:
         return None
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = value[0] if len(value) else ""
-    text = str(value).strip().strip("\x00").strip()
+    text = _CONTROL_CHARACTERS.sub("", str(value)).strip()
+    # Lone surrogates (undecodable bytes) cannot be stored: keep them as visible escapes.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text or None
+
+
+#: C0 controls and DEL: never meaningful in the text VRs read here, and PostgreSQL refuses a
+#: NUL inside a string, which failed a whole admission batch (issue 12).
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
 
 
 #: PS3.5 6.2 maximum lengths of the VRs stored in the worklist; a non-conformant longer

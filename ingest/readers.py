@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.blank import check_display_levels, check_rescale
 from ingest.dicom import (
     LIBRARY_ERRORS,
     decode_frame,
@@ -77,6 +78,7 @@ def _dicom_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> Sour
             Reason.UNSUPPORTED_PHOTOMETRIC,
             f"(0028,0004) Photometric Interpretation '{photometric}' is not supported.",
         )
+    check_rescale(ds)  # a slope of 0 or NaN makes any picture blank: refuse before decoding
     frame = decode_frame(ds)
     if frame.ndim not in (2, 3):
         raise IngestError(Reason.CORRUPT, f"The decoded frame has shape {frame.shape}.")
@@ -87,6 +89,7 @@ def _dicom_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> Sour
             Reason.CORRUPT,
             f"The grey-level modules cannot be applied ({type(exc).__name__}: {exc}).",
         ) from exc
+    check_display_levels(pixels)
     return SourceImage(pixels=pixels, metadata=metadata, normalization=normalization)
 
 
@@ -96,6 +99,7 @@ def _raster_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
 
 def _raster_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> SourceImage:
     pixels, normalization = read_raster_pixels(path)
+    check_display_levels(pixels)
     return SourceImage(pixels=pixels, metadata=metadata, normalization=normalization)
 
 

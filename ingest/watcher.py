@@ -33,6 +33,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from ingest.limits import MAX_FOLDER_DEPTH
+
 log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", "~")
@@ -76,6 +78,45 @@ def is_ignored(path: Path, inbox: Path) -> bool:
     if not parts or any(part.startswith(".") for part in parts):
         return True
     return parts[-1].lower().endswith(TEMPORARY_SUFFIXES)
+
+
+class InboxWalk:
+    """One iterative walk of the inbox, never following symlinks, at most ``max_depth``
+    folders deep.
+
+    Recursion (``os.walk`` before Python 3.12, a recursive generator) dies with
+    RecursionError on a tree about 1,000 folders deep, and so did the watcher at every start
+    (issue 12). Folders deeper than ``max_depth`` are not entered; they are counted in
+    ``too_deep`` for a log line that names none of them (folder names can be patient names).
+    """
+
+    def __init__(self, inbox: Path, max_depth: int = MAX_FOLDER_DEPTH) -> None:
+        self.inbox = inbox
+        self.max_depth = max_depth
+        self.too_deep = 0
+        self.folders: list[Path] = []  # pre-order: every folder after its parent
+
+    def files(self) -> Iterator[Path]:
+        """Regular files, symlinks and specials (for the callback to quarantine), not ignored."""
+        stack: list[tuple[Path, int]] = [(self.inbox, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            self.folders.append(folder)
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as error:
+                log.warning("cannot list a folder in the inbox: %s", error.strerror)
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                if is_ignored(path, self.inbox):
+                    continue
+                if not entry.is_dir(follow_symlinks=False):
+                    yield path
+                elif depth < self.max_depth:
+                    stack.append((path, depth + 1))
+                else:
+                    self.too_deep += 1
 
 
 @dataclass
@@ -181,6 +222,8 @@ class InboxWatcher:
         self.clock = clock
         self.tracker = StabilityTracker(config.quiet_period_s, config.rehand_after_s, clock)
         self._events: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._too_deep = 0  # folders past the depth limit at the last rescan
+        self._events_unavailable = False  # the last observer start failed
 
     def run(self, stop: threading.Event) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)
@@ -193,26 +236,39 @@ class InboxWatcher:
             while not stop.wait(tick):
                 self._drain_events()
                 self.hand_over_ready()
-                if not observer.is_alive():
+                if observer is not None and not observer.is_alive():
                     log.warning("file system observer stopped; restarting it and rescanning")
                     observer = self._start_observer()
                     next_rescan = self.clock()
                 if self.clock() >= next_rescan:
+                    if observer is None:  # events unavailable: try again once per rescan
+                        observer = self._start_observer()
                     self.rescan(Origin.LIVE)
                     next_rescan = self.clock() + self.config.rescan_interval_s
         finally:
-            observer.stop()
-            observer.join(timeout=5)
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout=5)
             log.info("watcher stopped")
 
     def rescan(self, origin: Origin) -> int:
         """Walk the inbox (never following symlinks) and observe every file found."""
         present: set[Path] = set()
-        for path in self._walk(self.inbox):
+        walk = InboxWalk(self.inbox)
+        for path in walk.files():
             present.add(path)
             self.tracker.observe(path, origin)
         self.tracker.forget_missing(present)
-        self._prune_empty_folders()
+        if walk.too_deep != self._too_deep:
+            self._too_deep = walk.too_deep
+            if walk.too_deep:
+                log.warning(
+                    "%d folder(s) lie more than %d levels below the inbox and are not read; "
+                    "move their files higher up to have them processed",
+                    walk.too_deep,
+                    walk.max_depth,
+                )
+        self._prune_empty_folders(walk.folders)
         return len(present)
 
     def hand_over_ready(self) -> int:
@@ -252,44 +308,47 @@ class InboxWatcher:
             if not is_ignored(path, self.inbox):
                 self.tracker.observe(path, Origin.LIVE)
 
-    def _start_observer(self) -> BaseObserver:
+    def _start_observer(self) -> BaseObserver | None:
+        """Start watchdog, or return None when it cannot start: watchdog walks the tree
+        recursively (RecursionError on a very deep one) and inotify has a watch limit
+        (OSError). The periodic rescan still finds every file, only later."""
         observer: BaseObserver
         if self.config.mode == "polling":
             observer = PollingObserver(timeout=self.config.poll_interval_s)
         else:
             observer = Observer()
-        observer.schedule(_EventSink(self._events), str(self.inbox), recursive=True)
         observer.daemon = True
-        observer.start()
+        try:
+            observer.schedule(_EventSink(self._events), str(self.inbox), recursive=True)
+            observer.start()
+        except (RecursionError, OSError) as error:
+            log.log(
+                logging.DEBUG if self._events_unavailable else logging.WARNING,
+                "file system events unavailable (%s); files are found by the rescan every %.0f s",
+                type(error).__name__,
+                self.config.rescan_interval_s,
+            )
+            self._events_unavailable = True
+            return None
+        if self._events_unavailable:
+            log.info("file system events available again")
+            self._events_unavailable = False
         return observer
 
-    def _walk(self, folder: Path) -> Iterator[Path]:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as error:
-            log.warning("cannot list a folder in the inbox: %s", error.strerror)
-            return
-        for entry in entries:
-            path = Path(entry.path)
-            if is_ignored(path, self.inbox):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                yield from self._walk(path)
-            else:  # regular files, and symlinks/specials for the callback to quarantine
-                yield path
+    def _prune_empty_folders(self, folders: list[Path]) -> None:
+        """Remove sub-folders of the inbox left empty by moved files (never the inbox).
 
-    def _prune_empty_folders(self) -> None:
-        """Remove sub-folders of the inbox left empty by moved files (never the inbox)."""
+        ``folders`` in walk (pre-)order; reversed, every folder comes after its children.
+        """
         cutoff = time.time() - max(EMPTY_FOLDER_GRACE_S, self.config.rescan_interval_s)
-        for root, dirs, files in os.walk(self.inbox, topdown=False, followlinks=False):
-            folder = Path(root)
-            if folder == self.inbox or dirs or files or is_ignored(folder, self.inbox):
+        for folder in reversed(folders):
+            if folder == self.inbox:
                 continue
             try:
-                if folder.stat().st_mtime < cutoff:
-                    folder.rmdir()
+                if folder.lstat().st_mtime < cutoff:
+                    folder.rmdir()  # fails, harmlessly, while anything is in it
             except OSError:
-                continue  # something arrived in it meanwhile
+                continue
 
 
 class _EventSink(FileSystemEventHandler):

@@ -21,12 +21,18 @@ from enum import StrEnum
 from pathlib import Path
 
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
 from db.worklist import Arrival, admit_many
 from ingest.errors import IngestError, Reason
-from ingest.filing import move_into_place, quarantine_destination, quarantine_file
+from ingest.filing import (
+    move_into_place,
+    quarantine_destination,
+    quarantine_file,
+    rename_to_utf8,
+)
 from ingest.hashing import file_sha256
 from ingest.readers import read_header
 from ingest.watcher import Origin
@@ -46,6 +52,7 @@ class Admission(StrEnum):
     REFILED = "refiled"  # the row was final; the original has now been moved
     DUPLICATE = "duplicate"  # quarantined as a copy of an existing row
     UNSAFE = "unsafe"  # a symlink or special file; quarantined unread
+    REFUSED = "refused"  # the database refused a value of this file; quarantined, no row
     GONE = "gone"  # the file vanished before it could be read
     RETRY = "retry"  # the file could not be read now; the watcher hands it again later
 
@@ -81,9 +88,18 @@ class Intake:
                 admissions[path] = arrival_or_admission
             else:
                 arrivals.append((path, origin, arrival_or_admission))
-        with self.sessions.begin() as session:
-            rows = admit_many(session, [arrival for _, _, arrival in arrivals])
-            snapshots = [(_Snapshot.of(entry), created) for entry, created in rows]
+        try:
+            with self.sessions.begin() as session:
+                rows = admit_many(session, [arrival for _, _, arrival in arrivals])
+                snapshots = [(_Snapshot.of(entry), created) for entry, created in rows]
+        except (DataError, UnicodeError):  # a value from one file, not an outage: find it
+            if len(arrivals) == 1:
+                path, _, arrival = arrivals[0]
+                admissions[path] = self._quarantine_refused(path, arrival)
+                return admissions
+            for path, origin, _ in arrivals:  # each alone: only the culprit is refused
+                admissions.update(self.admit_many([(path, origin)]))
+            return admissions
         for index, (snapshot, created) in enumerate(snapshots):
             path, origin, arrival = arrivals[index]
             try:
@@ -94,6 +110,13 @@ class Intake:
                 )
                 admissions.update((later, Admission.RETRY) for later, _, _ in arrivals[index:])
                 break
+            except OSError as error:  # a move: no traceback, its paths would name the file
+                log.warning(
+                    "row %d: admission not completed (%s); the file is handed back",
+                    snapshot.id,
+                    error.strerror or type(error).__name__,
+                )
+                admissions[path] = Admission.RETRY
             except Exception:  # this file only: the others go on
                 log.exception(
                     "row %d: admission not completed; the file is handed back", snapshot.id
@@ -117,7 +140,11 @@ class Intake:
             if not stat.S_ISREG(path.lstat().st_mode):
                 self._quarantine_unsafe(path, source_name)
                 return Admission.UNSAFE
-            return self._arrival(path, source_name)
+            renamed = rename_to_utf8(path, self.settings.inbox_dir)
+            if renamed != path:
+                log.info("a file name that is not UTF-8 was escaped in the inbox")
+                source_name = str(renamed.relative_to(self.settings.inbox_dir))
+            return self._arrival(renamed, source_name)
         except FileNotFoundError:
             return Admission.GONE
         except OSError as error:  # a share hiccup or a permission: this file only, later
@@ -206,6 +233,32 @@ class Intake:
             },
         )
         log.info("duplicate of row %d quarantined (sha256 %s)", entry.id, arrival.file_sha256[:12])
+
+    def _quarantine_refused(self, path: Path, arrival: Arrival) -> Admission:
+        """The database refused this file's values (it would be refused at every retry):
+        quarantine it as ``corrupt`` without a row, rather than hand it back for ever."""
+        destination = quarantine_destination(
+            self.settings.quarantine_dir,
+            Reason.CORRUPT.value,
+            arrival.file_sha256,
+            arrival.source_name,
+        )
+        quarantine_file(
+            path,
+            destination,
+            {
+                "reason": Reason.CORRUPT.value,
+                "detail": "the worklist database refused a value read from this file's header",
+                "file_sha256": arrival.file_sha256,
+                "source_name": arrival.source_name,
+                "quarantined_at": utcnow().isoformat(),
+            },
+        )
+        # No exception text: the database's message quotes the refused values.
+        log.warning(
+            "a file the database refused was quarantined (sha256 %s)", arrival.file_sha256[:12]
+        )
+        return Admission.REFUSED
 
     def _quarantine_unsafe(self, path: Path, source_name: str) -> None:
         destination = quarantine_destination(

@@ -97,7 +97,7 @@ class Pipeline:
         recorded = self._record(outcomes, token)
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome.entry_id in recorded:  # a row reclaimed meanwhile is the other task's
-                self._file(job, outcome)
+                self._file_or_leave(job, outcome)
         self.on_scored(
             [o.entry_id for o in outcomes if o.status is Status.DONE and o.entry_id in recorded]
         )
@@ -253,6 +253,18 @@ class Pipeline:
                         destination or "",
                     )
         return recorded
+
+    def _file_or_leave(self, job: Job, outcome: Outcome) -> None:
+        """File one original; if that fails, leave it for the watcher (its row is final and
+        :mod:`worker.intake` finishes the move) and go on with the batch-mates."""
+        try:
+            self._file(job, outcome)
+        except OSError as error:  # no traceback: an OSError's paths name the file
+            log.warning(
+                "row %d: original not filed yet (%s); the watcher files it later",
+                job.entry_id,
+                error.strerror or type(error).__name__,
+            )
 
     def _file(self, job: Job, outcome: Outcome) -> None:
         if outcome.destination is None or not (job.source.exists() or job.source.is_symlink()):

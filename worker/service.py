@@ -6,7 +6,6 @@ The CLI's ``watch``, ``worker`` and ``run`` commands are thin shells around thes
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -17,7 +16,7 @@ from types import FrameType
 from sqlalchemy import func, select
 
 from db.models import WAITING_STATUSES, WorklistEntry
-from ingest.watcher import InboxWatcher, WatchConfig, is_ignored
+from ingest.watcher import InboxWalk, InboxWatcher, WatchConfig
 from worker.celery_app import QUEUES
 from worker.intake import Intake
 from worker.resources import get_session_factory
@@ -70,12 +69,8 @@ def worker_argv(
 
 
 def inbox_files(inbox: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(inbox, followlinks=False):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            path = Path(root) / name
-            if not is_ignored(path, inbox):
-                yield path
+    """Files the watcher would hand over (the same walk, depth limit included)."""
+    return InboxWalk(inbox).files()
 
 
 def is_idle(settings: Settings) -> bool:

@@ -124,6 +124,7 @@ def test_raw_dataset_without_preamble_is_read(tmp_path: Path) -> None:
 def test_rgb_dicom_is_converted_to_grey(tmp_path: Path) -> None:
     rgb = np.zeros((10, 10, 3), dtype=np.uint8)
     rgb[..., 0] = 200
+    rgb[:, :5, 1] = 100  # some contrast: a flat image is refused as blank_image
     ds = set_pixels(native_8bit(RAMP), rgb, photometric="RGB")
     image = read_image(write(ds, tmp_path / "rgb.dcm"))
     assert image.pixels[5, 5] == pytest.approx(0.299 * 200, abs=1e-3)

@@ -1,0 +1,96 @@
+"""Image dimensions read from a codestream's own markers, before any decoder sees it.
+
+A DICOM header's (0028,0010) Rows and (0028,0011) Columns are a claim; the decoder allocates
+what the codestream says. A 1.2 kB file whose JPEG SOF said 65000 x 65000 under a header of
+512 x 512 cost 38 s and 7.5 GiB before it was refused (issue 12). These parsers read only
+the frame header of each format, so the pixel-count bound and the header's claim can be
+checked against what the decoder would really do:
+
+- JPEG (ISO/IEC 10918-1 B.2.2): SOF0-SOF3, SOF5-SOF7, SOF9-SOF11, SOF13-SOF15 give
+  lines (Y), samples per line (X) and components; JPEG-LS (ISO/IEC 14495-1 C.2.2) uses
+  the same layout under SOF55 (FFF7).
+- JPEG 2000 and HTJ2K (ISO/IEC 15444-1 A.5.1, 15444-15): the SIZ marker right after SOC
+  gives the reference grid and image offset; a JP2 file is searched for its codestream.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+_SOI = b"\xff\xd8"
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+#: Start-of-frame markers: every JPEG process, and JPEG-LS (SOF55). Not DHT (C4), JPG (C8),
+#: DAC (CC), which share the range.
+_SOF_MARKERS = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC)}) | {
+    0xCD,
+    0xCE,
+    0xCF,
+    0xF7,
+}
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
+
+
+@dataclass(frozen=True)
+class CodestreamSize:
+    """What a codestream's frame header says; ``rows`` 0 means "set later" (JPEG DNL)."""
+
+    format: str  # "JPEG", "JPEG-LS" or "JPEG 2000"
+    rows: int
+    columns: int
+    components: int
+
+
+def codestream_size(data: bytes) -> CodestreamSize | None:
+    """The frame header of the JPEG, JPEG-LS or JPEG 2000 stream in ``data``, else None.
+
+    ``data`` need only hold the stream's first bytes (the markers before the entropy-coded
+    data). None means the format is not one of these or its frame header was not found
+    in ``data``; the caller decides whether that is acceptable.
+    """
+    if data.startswith(_SOI):
+        return _jpeg_size(data)
+    if data.startswith(_J2K_SOC_SIZ):
+        return _siz_size(data, 2)
+    if data.startswith(_JP2_SIGNATURE):
+        at = data.find(_J2K_SOC_SIZ)
+        return _siz_size(data, at + 2) if at >= 0 else None
+    return None
+
+
+def _jpeg_size(data: bytes) -> CodestreamSize | None:
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None  # not at a marker: a broken stream, for the decoder to report
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        if marker in (0xD9, 0xDA):  # EOI or SOS before any frame header
+            return None
+        (length,) = struct.unpack_from(">H", data, at + 2)
+        if marker in _SOF_MARKERS:
+            if at + 10 > len(data):
+                return None
+            rows, columns = struct.unpack_from(">HH", data, at + 5)
+            return CodestreamSize(
+                "JPEG-LS" if marker == 0xF7 else "JPEG", rows, columns, data[at + 9]
+            )
+        if length < 2:
+            return None
+        at += 2 + length
+    return None
+
+
+def _siz_size(data: bytes, at: int) -> CodestreamSize | None:
+    """SIZ: FF51, Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz, Csiz."""
+    if at + 40 > len(data) or data[at : at + 2] != b"\xff\x51":
+        return None
+    x, y, x_offset, y_offset = struct.unpack_from(">IIII", data, at + 6)
+    (components,) = struct.unpack_from(">H", data, at + 38)
+    return CodestreamSize("JPEG 2000", max(y - y_offset, 0), max(x - x_offset, 0), components)
