@@ -48,15 +48,19 @@ def test_required_positives_and_bounds() -> None:
     assert sensitivity_lower_bound(0, 10, 0.9) == 0.0
 
 
+@pytest.mark.parametrize("confidence", [None, 0.9])
 @pytest.mark.parametrize("shift", [2.0, -2.0])
-def test_a_known_shift_moves_the_cut_off_with_it_and_keeps_sensitivity(shift: float) -> None:
+def test_a_known_shift_moves_the_cut_off_with_it_and_keeps_sensitivity(
+    shift: float, confidence: float | None
+) -> None:
     """A site whose logits sit 2 above (below) the training hospital's. The source cut-off
     then loses specificity (sensitivity) there. Calibrating on 47 + 78 site cases must move
-    the cut-off the same way, and keep unseen site sensitivity >= 0.95 in about 90 % of
-    calibrations (the confidence the cut-off is chosen at: 90.7 % in theory for 78
-    pneumonias; the bound allows for the noise of 300 trials)."""
+    the cut-off the same way and keep the sensitivity guarantee on unseen site cases: on
+    average >= 0.95 under the conformal rule; >= 0.95 in about 90 % of calibrations under
+    the 90 % lower bound (90.7 % in theory for 78 pneumonias; the assertion allows for the
+    noise of 300 trials)."""
     rng = np.random.default_rng(7)
-    source_point, _ = fit_operating_point(*_draw(rng, 2000, 2000), 0.95, 0.99, 0.9)
+    source_point, _ = fit_operating_point(*_draw(rng, 2000, 2000), 0.95, 0.99)
     unseen_logits, unseen_labels = _draw(rng, 20000, 20000, shift)
 
     def cut_in_logits(point: object) -> float:
@@ -69,16 +73,19 @@ def test_a_known_shift_moves_the_cut_off_with_it_and_keeps_sensitivity(shift: fl
         return float(called[unseen_labels == 1].mean())
 
     source_cut = cut_in_logits(source_point)
-    kept, moved = 0, 0
+    sensitivities, moved = [], 0
     trials = 300
     for _ in range(trials):
-        point, shown = fit_operating_point(*_draw(rng, 47, 78, shift), 0.95, 0.99, 0.9)
-        assert shown["urgent"]
+        point, shown = fit_operating_point(*_draw(rng, 47, 78, shift), 0.95, 0.99, confidence)
+        assert shown["urgent"] and not shown["suspect"]  # 0.99 needs >= 99 pneumonias
         assert point.suspect_threshold <= point.threshold
-        kept += sensitivity(point) >= 0.95
+        sensitivities.append(sensitivity(point))
         moved += (cut_in_logits(point) - source_cut) * np.sign(shift) > 0.5
-    assert kept / trials >= 0.86, kept
-    assert moved / trials >= 0.95, moved
+    if confidence is None:
+        assert np.mean(sensitivities) >= 0.95
+    else:
+        assert np.mean(np.array(sensitivities) >= 0.95) >= 0.86
+    assert moved / trials >= 0.9, moved
     if shift < 0:
         assert sensitivity(source_point) < 0.8  # what the site would have got uncalibrated
 
@@ -99,9 +106,13 @@ def test_point_estimate_would_break_the_guarantee() -> None:
 def test_guaranteed_threshold_reports_what_it_cannot_show() -> None:
     probabilities = np.linspace(0.01, 0.99, 100)
     labels = (probabilities > 0.4).astype(int)  # 60 pneumonias
-    threshold, shown = guaranteed_threshold(probabilities, labels, 0.99, 0.9)
-    assert not shown  # 0.99 needs 230 pneumonias without a miss
-    assert threshold <= probabilities[labels == 1].min()
+    for confidence in (None, 0.9):
+        threshold, shown = guaranteed_threshold(probabilities, labels, 0.99, confidence)
+        assert not shown  # 0.99 needs 99 pneumonias (conformal), 230 at 90 %
+        assert threshold <= probabilities[labels == 1].min()
+    threshold, shown = guaranteed_threshold(probabilities, labels, 0.95, None)
+    assert shown  # k = floor(0.05 * 61) = 3: the third-lowest pneumonia sets the cut-off
+    assert np.sum(probabilities[labels == 1] < threshold) == 2
 
 
 def test_site_version_fits_the_worklist_column() -> None:
@@ -114,10 +125,13 @@ def test_site_version_fits_the_worklist_column() -> None:
 def test_too_small_and_one_sided_samples_are_refused_by_name() -> None:
     with pytest.raises(SampleOneSidedError, match="both classes"):
         check_sample(np.ones(80, dtype=int), 0.95, 0.9)
-    with pytest.raises(SampleTooSmallError, match="at least 45 PNEUMONIA"):
-        check_sample(np.array([0] * 40 + [1] * 30), 0.95, 0.9)
+    with pytest.raises(SampleTooSmallError, match="at least 40 PNEUMONIA"):
+        check_sample(np.array([0] * 40 + [1] * 30), 0.95)
+    with pytest.raises(SampleTooSmallError, match=r"at least 45 PNEUMONIA .*90% confidence"):
+        check_sample(np.array([0] * 40 + [1] * 42), 0.95, 0.9)
     with pytest.raises(SampleTooSmallError, match="20 NORMAL"):
-        check_sample(np.array([0] * 5 + [1] * 100), 0.95, 0.9)
+        check_sample(np.array([0] * 5 + [1] * 100), 0.95)
+    check_sample(np.array([0] * 47 + [1] * 78), 0.95, 0.9)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -210,5 +224,5 @@ def test_too_small_a_sample_is_refused_with_a_message(tmp_path: Path) -> None:
         env=_env(tmp_path), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "calibration needs at least 45 PNEUMONIA" in done.stderr
+    assert "calibration needs at least 40 PNEUMONIA" in done.stderr
     assert not (tmp_path / "out").exists()

@@ -185,13 +185,15 @@ def calibrate(
         typer.Option(help="With --site: the suffix of the new model_version (default: folder)."),
     ] = None,
     confidence: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0.5,
             max=0.999,
-            help="With --site: confidence of the sensitivity lower bound the cut-offs keep.",
+            help="With --site: keep the targets as a Clopper-Pearson lower bound at this "
+            "confidence (needs >= 45 pneumonias at 0.9; costs specificity on small samples). "
+            "Default: the split-conformal rule (expected site sensitivity >= target).",
         ),
-    ] = 0.90,
+    ] = None,
     target_sensitivity: TargetSensitivity = 0.95,
     suspect_sensitivity: SuspectSensitivity = 0.99,
     cache_dir: Annotated[
@@ -205,7 +207,7 @@ def calibrate(
 
     --site --out: on a deploying site's labelled sample, into a new model directory whose
     model_version carries the site's name. Cut-offs keep their meaning (URGENT at site
-    sensitivity >= 0.95, SUSPECT >= 0.99) as a lower confidence bound, not a point
+    sensitivity >= 0.95, SUSPECT >= 0.99) under a small-sample guarantee, not as a point
     estimate; the card records the sample and the before/after metrics. Run evaluate and a
     shadow period on it before go-live (README: Deploying at a new site).
     """
@@ -243,7 +245,7 @@ def _calibrate_site(
     site: Path,
     out: Path | None,
     site_name: str | None,
-    confidence: float,
+    confidence: float | None,
     target_sensitivity: float,
     suspect_sensitivity: float,
 ) -> None:
