@@ -109,12 +109,13 @@ def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves ``/metrics``: the sum over its prefork children."""
     from worker import metrics
 
-    port = get_settings().metrics_port
+    settings = get_settings()
+    port = settings.metrics_port
     if port is None:
         return
     metrics.reset_multiprocess_dir()
     try:
-        metrics.serve(port)
+        metrics.serve(port, settings.metrics_address)
     except OSError as error:  # a second worker on this host: its children still count
         log.warning("metrics port %d unavailable (%s); not serving /metrics", port, error)
 
