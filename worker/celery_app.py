@@ -88,10 +88,11 @@ app.config_from_object(celery_config(get_settings()))
 
 @signals.after_setup_logger.connect
 def _cap_phi_loggers(**_: Any) -> None:
-    """Celery configured logging at --loglevel: keep PHI-prone libraries quiet anyway."""
-    from worker.phi_logging import cap_phi_loggers
+    """Celery configured logging at --loglevel: keep PHI-prone libraries quiet anyway, and
+    redact every record (the prefork children inherit the guard)."""
+    from worker.phi_logging import install_phi_guard
 
-    cap_phi_loggers()
+    install_phi_guard()
 
 
 @signals.worker_process_init.connect

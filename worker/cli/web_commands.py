@@ -46,12 +46,12 @@ def web(
 
     get_settings.cache_clear()
     settings = get_settings()
-    service.configure_logging(settings.log_level)
     try:
         config = web_config(settings)
     except WebConfigError as error:
         typer.echo(f"cxr-triage web: {error}", err=True)
         raise typer.Exit(2) from error
+    service.configure_logging(settings.log_level)
     if secure_cookies is not None:
         config = dataclasses.replace(config, secure_cookies=secure_cookies)
     # X-Forwarded-For names the client only when a proxy we trust sent it: otherwise anyone
@@ -64,5 +64,6 @@ def web(
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
         access_log=False,  # URLs carry row ids only, but keep request logs out of the app log
+        log_config=None,  # uvicorn's records go through our handlers and the PHI guard
         log_level=settings.log_level.lower(),
     )
