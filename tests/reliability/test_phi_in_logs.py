@@ -72,6 +72,17 @@ def test_no_patient_identifier_reaches_any_log_at_debug(
             "all three rows final",
             stack.logs,
         )
+        # The deferred results (heatmap, SR, SC) of both scored DICOMs, or their failure.
+        outbox = stack.root / "data" / "outbox"
+        wait_until(
+            lambda: (
+                len(list(outbox.glob("*.dcm"))) >= 4
+                or "could not be written" in "".join(p.read_text() for p in stack.logs)
+            ),
+            120,
+            "the results of both scored DICOMs",
+            stack.logs,
+        )
         stack.drop(copy, f"again_{name}")  # a duplicate: quarantined by the watcher
         wait_until(lambda: not any(stack.inbox.iterdir()), 60, "the duplicate filed", stack.logs)
     rows = stack.rows()
@@ -82,3 +93,4 @@ def test_no_patient_identifier_reaches_any_log_at_debug(
     needles = [*PHI.values(), "Zyxwvutsonian", "Quixotella", "2019-04-17", name]
     leaked = [needle for needle in needles if needle in text]
     assert leaked == [], f"PHI in the logs: {leaked}"
+    assert len(list(outbox.glob("*.dcm"))) == 4, "SR + SC for each, the odd birth date too"
