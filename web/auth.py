@@ -95,7 +95,11 @@ def authenticate(request: Request, username: str, password: str, kind: str) -> b
     if throttle.retry_after(*keys) > 0:
         failures = throttle.failed(*keys)
         wait = throttle.retry_after(*keys)
-        log.warning(
+        # Every refusal is counted; at the lock's cap only every 100th is logged at WARNING,
+        # so that a flood of guesses cannot flood the log too.
+        level = logging.WARNING if wait < throttle.max_s or failures % 100 == 0 else logging.DEBUG
+        log.log(
+            level,
             "%s login refused, locked for %.0f s: user %s from %s (%d failures)",
             kind,
             wait,
