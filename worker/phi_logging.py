@@ -61,6 +61,9 @@ _VOUCHED_STRING = re.compile(
     r"|[0-9a-f]{12,64}"  # a content hash or its prefix
     r"|cxr\.[a-z_]+",  # our own Celery task names
 )
+#: Celery's retry reason, ``Retry in 2s: OperationalError('...')``: the countdown and the
+#: exception's type are what an operator reads in an outage; the repr's values are not kept.
+_CELERY_RETRY = re.compile(r"(Retry (?:in [\d.]+s|at [\d:T.+-]+))(?:: ([A-Za-z_][\w.]*)\()?")
 _SCRUB = [
     re.compile(r"'[^']*'|\"[^\"]*\""),  # quoted values: paths, names, element values
     re.compile(r"(?:[A-Za-z]:)?[/\\][^\s,;:'\"()\[\]]+"),  # absolute paths
@@ -139,6 +142,9 @@ def _safe_arg(value: object) -> object:
         return value.name
     if isinstance(value, str) and _VOUCHED_STRING.fullmatch(value):
         return value
+    if isinstance(value, str) and (retry := _CELERY_RETRY.match(value)):
+        kind = f": {retry.group(2)} {WITHHELD}" if retry.group(2) else ""
+        return retry.group(1) + kind
     return REDACTED
 
 
