@@ -18,8 +18,6 @@ from celery.contrib.testing.worker import start_worker
 from ingest import IngestError, read_image
 from model.prediction import Label, Prediction, Priority
 from tests.corpus import cr_dicom
-from worker import results, service
-from worker.settings import Settings
 
 PHI = {
     "PatientName": "Zyxwvutsonian Quixotella",  # no '^': highdicom warns, quoting it
@@ -45,6 +43,11 @@ def read_missing(self: object, path: str) -> int:
 
 
 def main(work: Path, jpeg: Path) -> None:
+    # Imported here: the test that runs this imports its constants, and the worker's
+    # modules create the Celery app's folders under CXR_DATA_DIR when imported.
+    from worker import results, service
+    from worker.settings import Settings
+
     service.configure_logging("DEBUG")
     log = logging.getLogger("worker.phi_flow")
     source = cr_dicom(jpeg, work / FILE_NAME, **PHI)

@@ -11,6 +11,7 @@ be logged (by row id, exception type, errno).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_no_patient_data_reaches_the_logs_of_the_leaky_paths(tmp_path: Path) -> None:
     jpeg = dataset_jpegs(1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    env["CXR_DATA_DIR"] = str(tmp_path / "data")  # the Celery app's defaults live there
     result = subprocess.run(
         [sys.executable, "-m", "tests.reliability.phi_flow", str(tmp_path), str(jpeg)],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=240,
