@@ -16,6 +16,7 @@ from sqlalchemy import (
     Dialect,
     Enum,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -151,6 +152,25 @@ class WorklistEntry(Base):
     @property
     def flag_list(self) -> tuple[str, ...]:
         return tuple(f for f in self.flags.split(",") if f)
+
+
+class ReviewRecord(Base):
+    """One reader's decision on a row, as it was made. Append-only (the database refuses
+    UPDATE and DELETE, migration 0003): a re-review adds a record, and the worklist row's
+    ``review_*`` columns hold the latest one for the reading order."""
+
+    __tablename__ = "review_history"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    worklist_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("worklist.id"), index=True
+    )
+    decision: Mapped[ReviewDecision] = mapped_column(_enum(ReviewDecision, "decision"))
+    reviewed_by: Mapped[str] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)  # the reader's words: PHI-grade
 
 
 # "Next cases to read": unreviewed rows in reading order (rank, then probability high to low,

@@ -15,7 +15,14 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import WAITING_STATUSES, ReviewDecision, Status, WorklistEntry, utcnow
+from db.models import (
+    WAITING_STATUSES,
+    ReviewDecision,
+    ReviewRecord,
+    Status,
+    WorklistEntry,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -267,12 +274,18 @@ def parse_when(value: str) -> datetime:
     zone is given). Raises ``ValueError`` with a sentence naming the value."""
     value = value.strip()
     if value[:-1].isdigit() and value[-1:] in RELATIVE_UNITS:
-        return utcnow() - timedelta(seconds=int(value[:-1]) * RELATIVE_UNITS[value[-1]])
+        if len(value) > 12:  # int() of a huge digit string is slow before it overflows
+            raise ValueError(f"{value[:12]!r}... is too far back")
+        try:
+            return utcnow() - timedelta(seconds=int(value[:-1]) * RELATIVE_UNITS[value[-1]])
+        except OverflowError as error:  # 1000000d: before year 1
+            raise ValueError(f"{value!r} is too far back") from error
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError as error:
+        # as UTC now, so a zone at the edge of the calendar fails here rather than in the query
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
         raise ValueError(f"{value!r} is neither a date, a time nor 30m/24h/7d") from error
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def reading_order(
@@ -336,14 +349,36 @@ def oldest_waiting(session: Session) -> WorklistEntry | None:
 
 
 def review(
-    session: Session, entry_id: int, decision: ReviewDecision, reviewed_by: str
+    session: Session,
+    entry_id: int,
+    decision: ReviewDecision,
+    reviewed_by: str,
+    *,
+    note: str | None = None,
 ) -> WorklistEntry:
-    """Record a reader's decision. Raises ``LookupError`` for an unknown id."""
+    """Record a reader's decision: appended to the review history, and the row keeps the
+    latest. Raises ``LookupError`` for an unknown id."""
     entry = session.get(WorklistEntry, entry_id)
     if entry is None:
         raise LookupError(f"worklist row {entry_id} does not exist")
+    now = utcnow()
     entry.review_decision = decision
     entry.reviewed_by = reviewed_by
-    entry.reviewed_at = utcnow()
+    entry.reviewed_at = now
+    session.add(
+        ReviewRecord(
+            worklist_id=entry_id,
+            decision=decision,
+            reviewed_by=reviewed_by,
+            reviewed_at=now,
+            note=note,
+        )
+    )
     session.flush()
     return entry
+
+
+def review_history(session: Session, entry_id: int) -> list[ReviewRecord]:
+    """Every review recorded on the row, oldest first."""
+    query = select(ReviewRecord).where(ReviewRecord.worklist_id == entry_id)
+    return list(session.scalars(query.order_by(ReviewRecord.reviewed_at, ReviewRecord.id)))

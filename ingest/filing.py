@@ -124,7 +124,7 @@ def _free_name(destination: Path) -> Path:
         candidate = destination.with_name(f"{destination.stem}-{counter}{destination.suffix}")
         if not candidate.exists() and not candidate.is_symlink():
             return candidate
-    raise FilingError(f"no free name next to {destination}")
+    raise FilingError("no free name for the file: 10,000 taken")  # its name may be PHI
 
 
 def safe_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:

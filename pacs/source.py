@@ -12,6 +12,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.valuerep import DA, TM
 
 #: PS3.3 C.7.1.1 Patient / C.7.2.1 General Study, Type 2: present in every result, empty
 #: where the source does not know them (highdicom reads them as attributes).
@@ -35,6 +36,9 @@ COPIED_IF_PRESENT = (
     "StudyDescription",
 )
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: Type 2 dates and times highdicom parses: a malformed one (``2019-04-17``) made the SR
+#: constructor raise, quoting it, and the row got no results at all.
+PARSED_TYPE2 = (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM))
 
 
 class SourceHeaderError(ValueError):
@@ -44,12 +48,15 @@ class SourceHeaderError(ValueError):
 def read_source(path: Path) -> Dataset:
     """Header-only read of the scored DICOM file, ready to be the results' reference.
 
-    Raises :class:`SourceHeaderError` naming the missing tag; the pixels are never read.
+    Raises :class:`SourceHeaderError` naming the missing tag; the pixels are never read. The
+    message never names the file: archived names are the sender's, often a patient's name,
+    and the results task logs this error (the caller knows the row id).
     """
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, EOFError) as error:
-        raise SourceHeaderError(f"{path.name} is not a readable DICOM file: {error}") from error
+        reason = type(error).__name__
+        raise SourceHeaderError(f"the source is not a readable DICOM file ({reason})") from error
     return reference_dataset(dataset)
 
 
@@ -62,6 +69,14 @@ def reference_dataset(source: Dataset) -> Dataset:
     for keyword in TYPE2_PATIENT_STUDY:
         if keyword not in reference:
             setattr(reference, keyword, None)
+    for keyword, kind in PARSED_TYPE2:
+        value = reference.get(keyword)
+        if value in (None, ""):
+            continue
+        try:
+            kind(value)
+        except (TypeError, ValueError):
+            setattr(reference, keyword, None)  # empty (unknown) rather than invalid
     return reference
 
 

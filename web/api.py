@@ -5,18 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from db.models import ReviewDecision
-from db.worklist import get_entry, review
+from db.worklist import get_entry, review, review_history
 from web import auth
-from web.rows import FilterError, Filters, as_json
+from web.rows import MAX_NOTE, EntryId, FilterError, Filters, as_json, check_note, history_json
 
 router = APIRouter(prefix="/api")
 
 
 class ReviewRequest(BaseModel):
     decision: ReviewDecision
+    note: str | None = Field(default=None, max_length=MAX_NOTE)
+
+    @field_validator("note")
+    @classmethod
+    def _printable(cls, note: str | None) -> str | None:
+        return check_note(note or "")
 
 
 @router.get("/worklist")
@@ -41,26 +47,28 @@ def worklist(
 
 @router.get("/worklist/{entry_id}")
 def entry(
-    request: Request, entry_id: int, reader: Annotated[str, Depends(auth.api_user)]
+    request: Request, entry_id: EntryId, reader: Annotated[str, Depends(auth.api_user)]
 ) -> dict[str, Any]:
+    """One row, with every review recorded on it (oldest first) under ``reviews``."""
     with request.app.state.sessions() as session:
         found = get_entry(session, entry_id)
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
-        return as_json(found)
+        return as_json(found) | history_json(review_history(session, entry_id))
 
 
 @router.post("/worklist/{entry_id}/review")
 def review_entry(
     request: Request,
-    entry_id: int,
+    entry_id: EntryId,
     body: ReviewRequest,
     reader: Annotated[str, Depends(auth.api_write_user)],
 ) -> dict[str, Any]:
-    """Record ``decision`` by the authenticated reader; the row stays on the worklist."""
+    """Record ``decision`` by the authenticated reader; the row stays on the worklist and
+    keeps the latest decision, the history keeps every one."""
     with request.app.state.sessions.begin() as session:
         try:
-            reviewed = review(session, entry_id, body.decision, reader)
+            reviewed = review(session, entry_id, body.decision, reader, note=body.note)
         except LookupError as error:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
-        return as_json(reviewed)
+        return as_json(reviewed) | history_json(review_history(session, entry_id))

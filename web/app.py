@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from db.engine import make_engine, make_session_factory
 from web import api, pages
-from web.auth import LoginRequiredError
+from web.auth import LoginRequiredError, api_user
 from web.config import WebConfig
 from web.overlays import Thumbnails
+from web.sessions import SessionStore
+from web.throttle import LoginThrottle
+
+log = logging.getLogger(__name__)
 
 SECURITY_HEADERS = {
     # Pages show patient identifiers: never cached by shared caches, framed or leaked.
@@ -35,9 +43,11 @@ def create_app(config: WebConfig) -> FastAPI:
         title="cxr-triage worklist",
         description="Pediatric chest X-ray triage worklist. Research/triage aid, "
         "not for diagnostic use.",
+        # The schema lists every route and parameter: served below, behind the API's login;
+        # no interactive docs (they load scripts from a CDN, which the CSP forbids anyway).
         docs_url=None,
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=None,
     )
     engine = make_engine(config.database_url)
     app.state.config = config
@@ -45,6 +55,10 @@ def create_app(config: WebConfig) -> FastAPI:
     app.state.sessions = make_session_factory(engine)
     app.state.thumbnails = Thumbnails(config.overlay_dir, config.archive_dir)
     app.state.templates = Jinja2Templates(env=_environment())
+    app.state.live_sessions = SessionStore(config.session_max_age_s)
+    app.state.throttle = LoginThrottle(
+        config.login_free_failures, config.login_backoff_base_s, config.login_backoff_max_s
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=config.session_secret,
@@ -71,9 +85,22 @@ def create_app(config: WebConfig) -> FastAPI:
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def _openapi(reader: Annotated[str, Depends(api_user)]) -> dict[str, Any]:
+        return app.openapi()
+
     @app.get("/healthz", include_in_schema=False)
     def _health() -> JSONResponse:
-        """For the compose health check: no login, no patient data."""
+        """For the compose health check: no login, no patient data. 503 when the worklist
+        database does not answer, since the page is then useless to the reading room."""
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as error:
+            log.warning("health check: database unreachable (%s)", type(error).__name__)
+            return JSONResponse(
+                {"status": "database unreachable"}, status.HTTP_503_SERVICE_UNAVAILABLE
+            )
         return JSONResponse({"status": "ok"})
 
     return app

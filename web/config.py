@@ -25,6 +25,11 @@ class WebConfig:
     session_max_age_s: int = 8 * 3600  # one reading shift
     secure_cookies: bool = False  # True behind TLS: the login cookie is then HTTPS-only
     page_size: int = 100
+    # Failed-login throttle (web/throttle.py): free failures per client and per user name,
+    # then a lock doubling from base to max.
+    login_free_failures: int = 5
+    login_backoff_base_s: float = 1.0
+    login_backoff_max_s: float = 900.0
 
     def __post_init__(self) -> None:
         if not self.password:

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, sta
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from db.models import ReviewDecision
-from db.worklist import get_entry, review
+from db.worklist import get_entry, review, review_history
 from web import auth
 from web.overlays import FULL_SIDE, THUMBNAIL_SIDE
-from web.rows import FilterError, Filters, next_to_read
+from web.rows import MAX_NOTE, EntryId, FilterError, Filters, check_note, next_to_read
 
 router = APIRouter()
 
@@ -34,7 +34,18 @@ def login(
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
 ) -> Response:
-    if not auth.credentials_match(request.app.state.config, username, password):
+    try:
+        accepted = auth.authenticate(request, username, password, "form")
+    except auth.LoginThrottledError as error:
+        response = render(
+            request,
+            "login.html",
+            {"error": f"Too many failed logins: {error}."},
+            status.HTTP_429_TOO_MANY_REQUESTS,
+        )
+        response.headers.update(error.retry_after_header)
+        return response
+    if not accepted:
         return render(
             request,
             "login.html",
@@ -78,7 +89,7 @@ def worklist(
 
 
 @router.get("/worklist/{entry_id}", response_class=HTMLResponse)
-def case(request: Request, entry_id: int, reader: Reader) -> Response:
+def case(request: Request, entry_id: EntryId, reader: Reader) -> Response:
     with request.app.state.sessions() as session:
         entry = get_entry(session, entry_id)
         if entry is None:
@@ -92,6 +103,7 @@ def case(request: Request, entry_id: int, reader: Reader) -> Response:
                 "entry": entry,
                 "next_entry": following,
                 "decisions": list(ReviewDecision),
+                "reviews": review_history(session, entry_id),
             },
         )
 
@@ -99,15 +111,20 @@ def case(request: Request, entry_id: int, reader: Reader) -> Response:
 @router.post("/worklist/{entry_id}/review")
 def review_case(
     request: Request,
-    entry_id: int,
+    entry_id: EntryId,
     reader: Reader,
     decision: Annotated[ReviewDecision, Form()],
     csrf_token: Annotated[str, Form()] = "",
+    note: Annotated[str, Form(max_length=MAX_NOTE)] = "",
 ) -> Response:
     auth.check_csrf(request, csrf_token)
+    try:
+        cleaned = check_note(note)
+    except ValueError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
     with request.app.state.sessions.begin() as session:
         try:
-            review(session, entry_id, decision, reader)
+            review(session, entry_id, decision, reader, note=cleaned)
         except LookupError as error:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
         following = next_to_read(session, entry_id)
@@ -116,7 +133,7 @@ def review_case(
 
 
 @router.get("/worklist/{entry_id}/image.png")
-def image(request: Request, entry_id: int, reader: Reader, size: str = "thumb") -> Response:
+def image(request: Request, entry_id: EntryId, reader: Reader, size: str = "thumb") -> Response:
     if size not in ("thumb", "full"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "size is thumb or full")
     with request.app.state.sessions() as session:
@@ -128,7 +145,8 @@ def image(request: Request, entry_id: int, reader: Reader, size: str = "thumb") 
     data = request.app.state.thumbnails.png(sha, archived, side)
     if data is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no image for this row")
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+    # A radiograph is patient data: never kept in the browser's cache or a shared one.
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 def render(

@@ -5,14 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from sqlalchemy.orm import Session
 
-from db.models import ReviewDecision, Status, WorklistEntry
+from db.models import ReviewDecision, ReviewRecord, Status, WorklistEntry
 from db.worklist import parse_when, reading_order
 
 MAX_LIMIT = 500
+#: Row ids are BIGINT: anything outside 1..2^63-1 is refused (422) before it reaches the
+#: database, which would otherwise fail the request with a 500.
+MAX_ID = 2**63 - 1
+EntryId = Annotated[int, Path(ge=1, le=MAX_ID, description="Worklist row id")]
+MAX_NOTE = 2000  # characters of a reader's note on a review
+
+
+def check_note(note: str) -> str | None:
+    """A reader's note as stored: stripped, ``None`` when empty. Control characters other
+    than newline and tab are refused (PostgreSQL cannot store NUL; the rest hide text)."""
+    if any((ord(c) < 32 and c not in "\n\t\r") or ord(c) == 127 for c in note):
+        raise ValueError("the note may not contain control characters")
+    return note.strip() or None
 
 
 class FilterError(ValueError):
@@ -37,6 +51,9 @@ class Filters:
             raise FilterError("reviewed must be 'no' or 'all'")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise FilterError(f"limit must be between 1 and {MAX_LIMIT}")
+        for name in ("patient_id", "accession_number", "since"):
+            if "\x00" in getattr(self, name):  # PostgreSQL text cannot hold NUL: a 500 else
+                raise FilterError(f"{name} may not contain a NUL character")
         self.since_time()  # validates
 
     def since_time(self) -> datetime | None:
@@ -94,6 +111,21 @@ def as_json(entry: WorklistEntry) -> dict[str, Any]:
         "review_decision": _value(entry.review_decision),
         "image_url": f"/worklist/{entry.id}/image.png",
         "page_url": f"/worklist/{entry.id}",
+    }
+
+
+def history_json(records: Sequence[ReviewRecord]) -> dict[str, Any]:
+    """The ``reviews`` of one row, oldest first: every decision ever recorded on it."""
+    return {
+        "reviews": [
+            {
+                "decision": _value(record.decision),
+                "reviewed_by": record.reviewed_by,
+                "reviewed_at": _time(record.reviewed_at),
+                "note": record.note,
+            }
+            for record in records
+        ]
     }
 
 

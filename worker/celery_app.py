@@ -88,10 +88,11 @@ app.config_from_object(celery_config(get_settings()))
 
 @signals.after_setup_logger.connect
 def _cap_phi_loggers(**_: Any) -> None:
-    """Celery configured logging at --loglevel: keep PHI-prone libraries quiet anyway."""
-    from worker.phi_logging import cap_phi_loggers
+    """Celery configured logging at --loglevel: keep PHI-prone libraries quiet anyway, and
+    redact every record (the prefork children inherit the guard)."""
+    from worker.phi_logging import install_phi_guard
 
-    cap_phi_loggers()
+    install_phi_guard()
 
 
 @signals.worker_process_init.connect
@@ -109,12 +110,13 @@ def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves ``/metrics``: the sum over its prefork children."""
     from worker import metrics
 
-    port = get_settings().metrics_port
+    settings = get_settings()
+    port = settings.metrics_port
     if port is None:
         return
     metrics.reset_multiprocess_dir()
     try:
-        metrics.serve(port)
+        metrics.serve(port, settings.metrics_address)
     except OSError as error:  # a second worker on this host: its children still count
         log.warning("metrics port %d unavailable (%s); not serving /metrics", port, error)
 

@@ -171,12 +171,13 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def serve(port: int, address: str = "0.0.0.0") -> None:
+def serve(port: int, address: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``port`` from this process: the children's sum in multiprocess
-    mode, this process's own metrics otherwise."""
+    mode, this process's own metrics otherwise. Loopback unless ``address`` opens it: the
+    endpoint has no login, and its counts and model version are nobody else's business."""
     registry: CollectorRegistry = REGISTRY
     if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     start_http_server(port, addr=address, registry=registry)
-    log.info("metrics on :%d/metrics", port)
+    log.info("metrics on %s:%d/metrics", address, port)

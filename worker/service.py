@@ -98,11 +98,12 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def configure_logging(level: str) -> None:
-    from worker.phi_logging import cap_phi_loggers
+    """Log to stderr at ``level``, through the PHI guard (:mod:`worker.phi_logging`)."""
+    from worker.phi_logging import install_phi_guard
 
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    cap_phi_loggers()
+    install_phi_guard()

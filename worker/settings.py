@@ -17,7 +17,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
@@ -32,6 +32,9 @@ ENV_PREFIX = "CXR_"
 SETTINGS_FILE_VARIABLE = "CXR_SETTINGS_FILE"
 SECRET_FIELDS = frozenset({"flower_basic_auth", "web_password", "web_session_secret"})
 URL_FIELDS = frozenset({"database_url", "broker_url"})
+#: Query parameters that carry a password in database and broker URLs (libpq's
+#: ``password``/``sslpassword``, SQLAlchemy's and kombu's pass-through options).
+SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "pass", "sslpassword", "secret"})
 
 WatchMode = Literal["inotify", "polling"]
 
@@ -132,8 +135,19 @@ class Settings(BaseSettings):
         default=None, description="Signs login cookies; default: random per start"
     )
 
+    web_secure_cookies: bool = Field(
+        default=False, description="Login cookie over HTTPS only (set when behind TLS)"
+    )
+    web_trusted_proxies: str = Field(
+        default="",
+        description="Addresses whose X-Forwarded-For is believed (comma-separated); none",
+    )
+
     # -- worker metrics (worker/metrics.py): Prometheus text format on this port
     metrics_port: int | None = Field(default=9808, ge=1, le=65535, description="None = off")
+    metrics_address: str = Field(
+        default="127.0.0.1", description="Where /metrics listens; 0.0.0.0 opens it to the network"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -228,11 +242,20 @@ class SettingsFileSource(DotEnvSettingsSource):
                 raise SettingsFileError(
                     f"{self.path}: {key} is a secret; set it in the environment instead"
                 )
-            if field_name in URL_FIELDS and urlsplit(str(value)).password:
+            if field_name in URL_FIELDS and url_carries_password(str(value)):
                 raise SettingsFileError(
                     f"{self.path}: {key} carries a password; set it in the environment instead"
                 )
         return value, key, complex_
+
+
+def url_carries_password(url: str) -> bool:
+    """True when ``url`` has a password in its authority (``user:pw@``) or its query
+    (``?password=...``, as libpq and SQLAlchemy accept)."""
+    parts = urlsplit(url)
+    if parts.password:
+        return True
+    return any(key.lower() in SECRET_QUERY_KEYS for key, _ in parse_qsl(parts.query))
 
 
 @lru_cache(maxsize=1)

@@ -138,10 +138,25 @@ def test_flower_refuses_to_start_without_credentials(tmp_path: Path) -> None:
 
 SECRET_PATTERNS = [
     re.compile(r"[a-z+]+://[^/\s:@'\"]+:(?!\$\{)[^@\s/'\"]+@"),  # a URL with a password
+    # ... or with one in its query string (libpq, SQLAlchemy and kombu accept ?password=)
+    re.compile(r"(?i)[a-z+]+://\S*[?&](password|passwd|pwd|pass|sslpassword)=(?!\$\{)[^&\s'\"]+"),
     re.compile(r"(?i)(password|secret|api_key|token)\s*[:=]\s*['\"][^'\"${}<>.]{6,}['\"]"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"AKIA[0-9A-Z]{16}"),
 ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CXR_DATABASE_URL=postgresql+psycopg://cxr:hunter22@db/cxr",
+        "CXR_DATABASE_URL=postgresql+psycopg://cxr@db/cxr?password=hunter22",
+        "url: postgresql:///cxr?host=db&sslmode=require&sslpassword=hunter22",
+        "CXR_BROKER_URL=redis://redis:6379/0?password=hunter22",
+    ],
+)
+def test_the_secret_scan_sees_a_password_anywhere_in_a_url(text: str) -> None:
+    assert any(pattern.search(text) for pattern in SECRET_PATTERNS), text
 
 
 def test_no_secret_is_committed() -> None:

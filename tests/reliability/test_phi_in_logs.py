@@ -39,7 +39,7 @@ def test_no_patient_identifier_reaches_any_log_at_debug(
 ) -> None:
     stack = Stack(tmp_path, pg_url, private_redis.url, model_dir, CXR_LOG_LEVEL="DEBUG")
     stack.upgrade()
-    jpegs = dataset_jpegs(2)
+    jpegs = dataset_jpegs(3)
     name = "Zyxwvutsonian_Quixotella_PHI-ID-77341928.dcm"
     source = cr_dicom(jpegs[0], stack.staging / name, **PHI)
     stack.staging.joinpath("copy").mkdir()
@@ -51,15 +51,36 @@ def test_no_patient_identifier_reaches_any_log_at_debug(
         stack.staging / f"broken_{name}",
         0.5,
     )
+    # Issue 12: a name without '^' (highdicom warned, quoting it) and a malformed birth date
+    # (the SR constructor raised, quoting it).
+    odd = dict(
+        PHI,
+        PatientName="Zyxwvutsonian Quixotella",
+        PatientBirthDate="2019-04-17",
+        SOPInstanceUID=PHI["SOPInstanceUID"] + "7",
+    )
+    cr_dicom(jpegs[2], stack.staging / f"odd_{name}", **odd)
     with stack.worker("worker", 2), stack.watcher():
         stack.drop(source)
         stack.drop(stack.staging / f"broken_{name}")
+        stack.drop(stack.staging / f"odd_{name}")
         wait_until(
             lambda: (
-                len(stack.rows()) == 2 and all(r.status in FINAL_STATUSES for r in stack.rows())
+                len(stack.rows()) == 3 and all(r.status in FINAL_STATUSES for r in stack.rows())
             ),
             180,
-            "both rows final",
+            "all three rows final",
+            stack.logs,
+        )
+        # The deferred results (heatmap, SR, SC) of both scored DICOMs, or their failure.
+        outbox = stack.root / "data" / "outbox"
+        wait_until(
+            lambda: (
+                len(list(outbox.glob("*.dcm"))) >= 4
+                or "could not be written" in "".join(p.read_text() for p in stack.logs)
+            ),
+            120,
+            "the results of both scored DICOMs",
             stack.logs,
         )
         stack.drop(copy, f"again_{name}")  # a duplicate: quarantined by the watcher
@@ -72,3 +93,4 @@ def test_no_patient_identifier_reaches_any_log_at_debug(
     needles = [*PHI.values(), "Zyxwvutsonian", "Quixotella", "2019-04-17", name]
     leaked = [needle for needle in needles if needle in text]
     assert leaked == [], f"PHI in the logs: {leaked}"
+    assert len(list(outbox.glob("*.dcm"))) == 4, "SR + SC for each, the odd birth date too"

@@ -123,3 +123,44 @@ def test_prefork_children_are_summed_on_one_endpoint(tmp_path: Path):
     assert "cxr_triage_turnaround_seconds_count 2.0" in lines
     assert 'cxr_triage_pacs_results_total{outcome="written"} 2.0' in lines
     assert any(line.startswith('cxr_triage_model_info{model_version="v7"}') for line in lines)
+
+
+HOOK = textwrap.dedent(
+    """
+    import time
+    from worker import celery_app
+    celery_app._serve_metrics()  # what the worker's main process runs at worker_init
+    print("serving", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def listening_address(port: int) -> str:
+    """The local address a TCP socket listens on for ``port``, from /proc/net/tcp."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":  # LISTEN
+            return socket.inet_ntoa(bytes.fromhex(address)[::-1])
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])
+def test_the_worker_serves_metrics_on_loopback_unless_told(
+    tmp_path: Path, setting: str | None, expected: str
+):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    env.update(CXR_DATA_DIR=str(tmp_path), CXR_METRICS_PORT=str(port))
+    if setting is not None:
+        env["CXR_METRICS_ADDRESS"] = setting
+    server = subprocess.Popen(
+        [sys.executable, "-c", HOOK], env=env, cwd=REPO, stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"serving"
+        assert listening_address(port) == expected
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

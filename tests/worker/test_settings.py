@@ -50,6 +50,10 @@ def test_a_settings_file_sets_plain_values(tmp_path: Path, monkeypatch: pytest.M
         "CXR_FLOWER_BASIC_AUTH=admin:hunter2",
         "CXR_DATABASE_URL=postgresql+psycopg://cxr:hunter2@db/cxr",
         "CXR_BROKER_URL=redis://:hunter2@redis:6379/0",
+        "CXR_DATABASE_URL=postgresql+psycopg://cxr@db/cxr?password=hunter2",
+        "CXR_DATABASE_URL=postgresql+psycopg:///cxr?host=db&user=cxr&PASSWORD=hunter2",
+        "CXR_DATABASE_URL=postgresql+psycopg://cxr@db/cxr?sslmode=require&sslpassword=hunter2",
+        "CXR_BROKER_URL=redis://redis:6379/0?password=hunter2",
     ],
 )
 def test_a_settings_file_may_not_hold_secrets(

@@ -123,7 +123,9 @@ def worker(
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "metrics"))
     from worker import service
     from worker.celery_app import app as celery_app
+    from worker.phi_logging import install_phi_guard
 
+    install_phi_guard()  # before Celery's own logging set-up (which installs it again)
     argv = service.worker_argv(
         settings, pool=pool, concurrency=concurrency, queues=queues, hostname=hostname
     )
@@ -140,6 +142,9 @@ def flower(
 ) -> None:
     """Start Flower on the broker, protected by basic auth from CXR_FLOWER_BASIC_AUTH."""
     from worker.celery_app import app as celery_app
+    from worker.phi_logging import install_phi_guard
+
+    install_phi_guard()
 
     settings = _settings()
     if settings.flower_basic_auth is not None:

