@@ -130,6 +130,14 @@ class Settings(BaseSettings):
         default=72.0, gt=0, description="Stored SR/SC files leave the outbox after this"
     )
 
+    # -- DICOM receiver (pacs/receiver.py, ``cxr-triage listen``): a Storage SCP into the inbox
+    listen_ae_title: str = Field(default="CXR_TRIAGE", min_length=1, max_length=16)
+    listen_port: int = Field(default=11112, ge=1, le=65535)
+    listen_host: str = Field(default="0.0.0.0", description="Address the receiver binds")
+    listen_allowed_ae_titles: str = Field(
+        default="", description="Comma-separated calling AE titles allowed; empty = any"
+    )
+
     # -- review page (web/): one reader account from the environment
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=1, le=65535)

@@ -102,3 +102,36 @@ def deliver() -> None:
     service.stop_on_signals(stop)
     typer.echo(f"cxr-triage delivering results to {deliverer.node} (Ctrl-C stops)", err=True)
     deliverer.run(stop)
+
+
+@app.command()
+def listen() -> None:
+    """Receive radiographs by DICOM C-STORE into the inbox (a Storage SCP).
+
+    AE title CXR_LISTEN_AE_TITLE on CXR_LISTEN_PORT; CR and DX for presentation only, C-ECHO
+    answered; CXR_LISTEN_ALLOWED_AE_TITLES restricts who may call. Ctrl-C or SIGTERM stops.
+    """
+    from pacs.receiver import Receiver, ReceiverConfig, parse_allowed_callers
+    from worker import service
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    service.configure_logging(settings.log_level)
+    try:
+        config = ReceiverConfig(
+            inbox=settings.inbox_dir,
+            ae_title=settings.listen_ae_title,
+            port=settings.listen_port,
+            host=settings.listen_host,
+            allowed_callers=parse_allowed_callers(settings.listen_allowed_ae_titles),
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    stop = threading.Event()
+    service.stop_on_signals(stop)
+    typer.echo(
+        f"cxr-triage listening as {config.ae_title} on {config.host}:{config.port}, "
+        f"into {config.inbox} (Ctrl-C stops)",
+        err=True,
+    )
+    Receiver(config).serve(stop)
