@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 AE_TITLE_MAX_LENGTH = 16  # PS3.5 VR AE
 WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.4: Refused, SOP Class not supported
 
 
 class StorePriority(IntEnum):
@@ -76,8 +77,11 @@ class Refused:
 
     path: Path
     status: int | None  # None: no response (DIMSE timeout or abort)
+    note: str = ""
 
     def __str__(self) -> str:
+        if self.note:
+            return f"refused {self.path.name}: {self.note}"
         if self.status is None:
             return f"no response storing {self.path.name} (timeout or abort)"
         return f"refused {self.path.name}: status 0x{self.status:04X}"
@@ -108,7 +112,12 @@ def store_batch(items: Sequence[tuple[Path, StorePriority]], node: PacsNode) -> 
             if not association.is_established:
                 result.unsent.append(path)
                 continue
-            status = association.send_c_store(dataset, msg_id=message_id, priority=priority)
+            try:
+                status = association.send_c_store(dataset, msg_id=message_id, priority=priority)
+            except ValueError:  # no accepted presentation context for its SOP Class/syntax
+                note = "no presentation context accepted for its SOP Class and transfer syntax"
+                result.refused.append(Refused(path, SOP_CLASS_NOT_SUPPORTED, note))
+                continue
             code = _status_code(status)
             if code is None or (code != 0x0000 and code not in WARNING_STATUSES):
                 result.refused.append(Refused(path, code))
@@ -146,7 +155,12 @@ def _associate(node: PacsNode, datasets: Sequence[Dataset]) -> Association:
     ae.dimse_timeout = node.timeout_s
     ae.network_timeout = node.timeout_s
     for sop_class, syntax in sorted({_context(ds) for ds in datasets}):
-        syntaxes = list(dict.fromkeys([syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        # A compressed object (the SC: JPEG baseline) gets a context of its own syntax alone,
+        # or the PACS could pick an uncompressed one it cannot be sent in.
+        uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        syntaxes = (
+            list(dict.fromkeys([syntax, *uncompressed])) if syntax in uncompressed else [syntax]
+        )
         ae.add_requested_context(sop_class, syntaxes)
     association = ae.associate(node.host, node.port, ae_title=node.called_ae_title)
     if not association.is_established:

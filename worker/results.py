@@ -54,13 +54,20 @@ class Unpublishable:
 
 
 def render_overlay(
-    scorer: Scorer, image: SourceImage, prediction: Prediction, heatmap: np.ndarray | None = None
+    scorer: Scorer,
+    image: SourceImage,
+    prediction: Prediction,
+    heatmap: np.ndarray | None = None,
+    *,
+    caption: bool = True,
 ) -> Image.Image:
-    """The radiograph with the scorer's Grad-CAM heatmap (computed here unless given) and the
-    result as a caption."""
+    """The radiograph with the scorer's Grad-CAM heatmap (computed here unless given) and,
+    for the review page, the result as a caption over its top; the SC gets it without (its
+    result is burned in below the image, outside the anatomy)."""
     if heatmap is None:
         heatmap = scorer.heatmaps([image.pixels])[0]
-    return overlay_heatmap(image.pixels, heatmap, caption=result_caption(prediction))
+    text = result_caption(prediction) if caption else None
+    return overlay_heatmap(image.pixels, heatmap, caption=text)
 
 
 def publish(
@@ -78,11 +85,14 @@ def publish(
     could be made; never raises for a problem of this row.
     """
     try:
+        if heatmap is None:
+            heatmap = scorer.heatmaps([image.pixels])[0]
         overlay = render_overlay(scorer, image, prediction, heatmap)
         save_overlay(overlay, settings.overlay_dir, image.metadata.file_sha256)
         if image.metadata.kind is not SourceKind.DICOM:
             return []
-        sr_path, sc_path = write_results(source, prediction, overlay, settings.outbox_dir)
+        plain = render_overlay(scorer, image, prediction, heatmap, caption=False)
+        sr_path, sc_path = write_results(source, prediction, plain, settings.outbox_dir)
     except SourceHeaderError as error:  # its message names the tag, never a value
         log.warning("row %d: no SR/SC: %s", entry_id, error)
         return Unpublishable(SOURCE_UNREFERENCEABLE, str(error))

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs.store import PacsNode
@@ -51,7 +51,8 @@ def storage_scp(port: int | None = None) -> Iterator[StorageSCP]:
     """A Storage SCP answering ``scp.status`` to every C-STORE and keeping what it got
     (on ``port``, or a free one); it counts the associations it accepted."""
     ae = AE(ae_title=SCP_AE_TITLE)
-    ae.supported_contexts = StoragePresentationContexts
+    for context in StoragePresentationContexts:  # every syntax, JPEG baseline included
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.require_called_aet = True
     port = port or free_port()
     holder: dict[str, StorageSCP] = {}

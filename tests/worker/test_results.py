@@ -78,7 +78,13 @@ def test_a_dicom_gets_overlay_sr_and_sc_written_and_never_sent_here(
         assert Path(obj.path).parent == settings.outbox_dir
         assert pydicom.dcmread(obj.path).SOPInstanceUID == obj.sop_instance_uid
     assert scp.associations == 0  # the delivery loop sends; triage work never waits on a PACS
-    assert overlay_file(settings.overlay_dir, image.metadata.file_sha256).is_file()
+    page_png = overlay_file(settings.overlay_dir, image.metadata.file_sha256)
+    assert page_png.is_file()
+    # the review page's overlay has its caption bar over the top; the SC has none there
+    caption_bar = np.asarray(Image.open(page_png).convert("RGB"))[2:20, :200]
+    sc_top = pydicom.dcmread(written[1].path).pixel_array[2:20, :200]
+    assert (caption_bar.max(axis=2) < 40).mean() > 0.7
+    assert (sc_top.max(axis=2) < 40).mean() < 0.3
 
 
 def test_a_jpeg_gets_its_overlay_and_no_dicom_results(tmp_path, reference_grey, scorer):
