@@ -1,9 +1,10 @@
-"""Against a real PACS: Debian's Orthanc, hardened (called AE title checked, stores only from
-registered modalities), started by the test on free ports. Images arrive by dcmtk
-``storescu`` and by Orthanc's own routing at ``cxr-triage listen``; ``cxr-triage run``
-scores them and its delivery thread stores each SR and SC in the source study. Orthanc is
-then stopped during a run and started again, and later frozen (SIGSTOP): every result
-arrives without an operator, each once, and triage finishes while the PACS is frozen."""
+"""Against a real PACS: Debian's Orthanc, in its stock configuration and hardened (called
+AE title checked, stores only from registered modalities), started by the test on free ports.
+Images arrive by dcmtk ``storescu`` and by Orthanc's own routing at ``cxr-triage listen``;
+``cxr-triage run`` scores them and its delivery thread stores each SR and SC in the source
+study. Orthanc is then stopped during a run and started again, and later frozen (SIGSTOP):
+every result arrives without an operator, each once, and triage finishes while the PACS is
+frozen."""
 
 from __future__ import annotations
 
@@ -75,10 +76,14 @@ def no_file_meta(jpeg: Path, path: Path) -> Path:
     return write(ds, path, preamble=False)
 
 
-def test_results_reach_orthanc_through_an_outage_and_a_freeze(tmp_path: Path, model_dir: Path):
+@pytest.mark.parametrize("hardened", [True, False], ids=["hardened", "stock"])
+def test_results_reach_orthanc_through_an_outage_and_a_freeze(
+    tmp_path: Path, model_dir: Path, hardened: bool
+):
     listen_port = free_port()
     orthanc = Orthanc(
         tmp_path / "orthanc",
+        hardened=hardened,
         modalities={
             "cxr": ("CXR_TRIAGE", "127.0.0.1", listen_port),
             "modality": ("MODALITY", "127.0.0.1", 104),
