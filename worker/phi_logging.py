@@ -3,7 +3,8 @@
 Our own messages name rows by id and content hash. Some libraries we use log file names
 (which senders fill with patient names) or DICOM identifiers: watchdog logs every inotify
 event with its path at DEBUG, highdicom logs the source SOP Instance UID at INFO when it
-copies the patient module into an SR, and pydicom warns with the offending value of an
+copies the patient module into an SR, pynetdicom dumps every DIMSE message (UIDs) at
+DEBUG in ``listen`` and the delivery loop, and pydicom warns with the offending value of an
 invalid element (a patient name, a birth date). Those loggers are capped here; the
 reliability suite's PHI test runs the whole pipeline at DEBUG to hold this.
 """
@@ -18,6 +19,7 @@ PHI_LOGGER_LEVELS = {
     "watchdog": logging.WARNING,  # DEBUG: every event with its file path
     "highdicom": logging.WARNING,  # INFO: "copy Patient-related attributes from dataset <UID>"
     "pydicom": logging.ERROR,  # WARNING: "Invalid value for VR PN: '<the value>'"
+    "pynetdicom": logging.INFO,  # DEBUG: every PDU and DIMSE message, UIDs included
 }
 
 
