@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -183,3 +184,57 @@ Index(
     postgresql_where=WorklistEntry.reviewed_at.is_(None),
     sqlite_where=WorklistEntry.reviewed_at.is_(None),
 )
+
+
+class ResultKind(StrEnum):
+    """The DICOM objects made for a scored DICOM (pacs/)."""
+
+    SR = "sr"  # Comprehensive SR
+    SC = "sc"  # Secondary Capture with the result burned in
+
+
+class ResultState(StrEnum):
+    """Where a result object is on its way to the PACS. ``stored`` and ``failed`` are final
+    until an operator re-sends (``cxr-triage pacs-send``)."""
+
+    PENDING = "pending"  # in the outbox, to be sent (again, after ``next_attempt_at``)
+    STORED = "stored"  # the PACS answered Success (or a warning): never sent again
+    FAILED = "failed"  # will not arrive without an operator; ``reason`` says why
+
+
+class ResultObject(Base):
+    """One SR or SC of one worklist row, tracked until the PACS has it (pacs/delivery.py).
+
+    A row that could not get results at all (a source without valid UIDs) has its two
+    objects ``failed`` with no SOP Instance UID and no file.
+    """
+
+    __tablename__ = "result_objects"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("worklist.id", ondelete="CASCADE"),
+        index=True,
+    )
+    kind: Mapped[ResultKind] = mapped_column(_enum(ResultKind, "result_kind"))
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+    path: Mapped[str | None] = mapped_column(Text)  # in the outbox; None once pruned
+    state: Mapped[ResultState] = mapped_column(
+        _enum(ResultState, "result_state"), default=ResultState.PENDING
+    )
+    reason: Mapped[str | None] = mapped_column(String(64))  # why failed: a short code
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)  # a sentence without PHI
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # pending only
+    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("entry_id", "kind", name="uq_result_objects_entry_id_kind"),
+        # The delivery loop's "what is due": pending rows by next attempt.
+        Index("ix_result_objects_state_next_attempt_at", "state", "next_attempt_at"),
+    )

@@ -28,6 +28,7 @@ from pydicom.pixels import pixel_array as decode_pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     UID,
+    AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -294,3 +295,16 @@ def _summary(exc: BaseException, limit: int = 400) -> str:
     """The library's message on one line (each plugin's complaint), bounded in length."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return text[:limit]
+
+
+def decodable_transfer_syntaxes() -> tuple[UID, ...]:
+    """Every transfer syntax whose pixels :func:`check_decodable` accepts here (a decoder
+    with its codec installed), in pydicom's order: what a DICOM receiver may negotiate."""
+    found: list[UID] = []
+    for uid in AllTransferSyntaxes:
+        try:
+            if get_decoder(uid).is_available:
+                found.append(UID(uid))
+        except NotImplementedError:
+            continue
+    return tuple(found)

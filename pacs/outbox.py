@@ -54,6 +54,14 @@ def write_results(
     ]
 
 
+def sop_instance_uid_of(path: Path) -> str:
+    """The SOP Instance UID of a result file, from its name (``SR_<uid>.dcm``)."""
+    prefix, _, uid = path.stem.partition("_")
+    if f"{prefix}_" not in (SR_PREFIX, SC_PREFIX) or not uid:
+        raise ValueError(f"{path.name} is not a result file name")
+    return uid
+
+
 def _write(dataset: SOPClass, path: Path, sop_class_uid: str) -> Path:
     partial = path.with_name(f".{path.name}.part")
     dataset.save_as(partial, enforce_file_format=True)

@@ -3,7 +3,11 @@
 Many PACS viewers show images only, so the result is drawn into the pixels: a black band
 under the radiograph (nothing of the anatomy is covered) carrying the priority, the label,
 the probability and threshold, the model version and "NOT FOR DIAGNOSTIC USE". The image is
-RGB, 8 bits, stored uncompressed; Burned In Annotation is YES. The SC gets the source's
+RGB, 8 bits, compressed as JPEG baseline (process 1, quality 95, stored YBR_FULL_422 with Lossy
+Image Compression 01): the transfer syntax every PACS and viewer decodes, and a tenth of the
+uncompressed size; the SC is a picture for reading-room context, never an image to measure
+on. Burned In Annotation is YES. The overlay it is given must carry no caption of its own:
+the result is in the band, outside the anatomy. The SC gets the source's
 patient and study (highdicom ``SCImage.from_ref_dataset``), a series of its own and a Source
 Image Sequence pointing at the radiograph it was derived from.
 """
@@ -14,6 +18,7 @@ import numpy as np
 from highdicom.sc import SCImage
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
+from pydicom.uid import JPEGBaseline8Bit
 
 from model.prediction import Label, Prediction, Priority
 from pacs.identity import (
@@ -81,7 +86,7 @@ def build_capture(
     capture = SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=pixels,
-        photometric_interpretation="RGB",
+        photometric_interpretation="YBR_FULL_422",  # the pixels are RGB; JPEG stores YCbCr
         bits_allocated=8,
         coordinate_system="PATIENT",
         series_instance_uid=uids.sc_series,
@@ -93,6 +98,7 @@ def build_capture(
         series_description=SC_SERIES_DESCRIPTION,
         manufacturer_model_name=MANUFACTURER,
         software_versions=prediction.model_version[:64],
+        transfer_syntax_uid=JPEGBaseline8Bit,
     )
     # (0020,0020) Patient Orientation: the overlay keeps the source's orientation; where the
     # source does not state one, the SC leaves it empty (Type 2C) rather than guess.
@@ -103,6 +109,10 @@ def build_capture(
     capture.BodyPartExamined = str(source.get("BodyPartExamined") or "CHEST")
     if source.get("Laterality"):
         capture.Laterality = source.Laterality
+    # PS3.3 C.7.6.1.1.5: a lossy-compressed image says so, with the ratio and the method.
+    capture.LossyImageCompression = "01"
+    capture.LossyImageCompressionRatio = f"{pixels.size / max(len(capture.PixelData), 1):.2f}"
+    capture.LossyImageCompressionMethod = "ISO_10918_1"
     capture.BurnedInAnnotation = "YES"
     capture.RecognizableVisualFeatures = "NO"
     capture.ImageComments = " ".join(result_lines(prediction))[:10240]

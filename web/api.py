@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field, field_validator
 
 from db.models import ReviewDecision
+from db.results import objects_of
 from db.worklist import get_entry, review, review_history
 from web import auth
 from web.rows import MAX_NOTE, EntryId, FilterError, Filters, as_json, check_note, history_json
@@ -42,7 +43,9 @@ def worklist(
     except FilterError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
     with request.app.state.sessions() as session:
-        return {"rows": [as_json(entry) for entry in filters.rows(session)]}
+        rows = filters.rows(session)
+        results = objects_of(session, [entry.id for entry in rows])
+        return {"rows": [as_json(entry, results.get(entry.id, [])) for entry in rows]}
 
 
 @router.get("/worklist/{entry_id}")
@@ -54,7 +57,9 @@ def entry(
         found = get_entry(session, entry_id)
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
-        return as_json(found) | history_json(review_history(session, entry_id))
+        return as_json(found, objects_of(session, [entry_id]).get(entry_id, [])) | history_json(
+            review_history(session, entry_id)
+        )
 
 
 @router.post("/worklist/{entry_id}/review")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, sta
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from db.models import ReviewDecision
+from db.results import objects_of, summary
 from db.worklist import get_entry, review, review_history
 from web import auth
 from web.overlays import FULL_SIDE, THUMBNAIL_SIDE
@@ -81,10 +82,20 @@ def worklist(
         filters, error = Filters(), str(problem)
     with request.app.state.sessions() as session:
         rows = filters.rows(session)
+        results = {
+            entry_id: summary(found)
+            for entry_id, found in objects_of(session, [row.id for row in rows]).items()
+        }
         return render(
             request,
             "worklist.html",
-            {"reader": reader, "rows": rows, "filters": filters, "error": error},
+            {
+                "reader": reader,
+                "rows": rows,
+                "results": results,
+                "filters": filters,
+                "error": error,
+            },
         )
 
 
@@ -101,6 +112,7 @@ def case(request: Request, entry_id: EntryId, reader: Reader) -> Response:
             {
                 "reader": reader,
                 "entry": entry,
+                "result_objects": objects_of(session, [entry_id]).get(entry_id, []),
                 "next_entry": following,
                 "decisions": list(ReviewDecision),
                 "reviews": review_history(session, entry_id),

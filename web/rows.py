@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from fastapi import Path
 from sqlalchemy.orm import Session
 
-from db.models import ReviewDecision, ReviewRecord, Status, WorklistEntry
+from db.models import ResultObject, ReviewDecision, ReviewRecord, Status, WorklistEntry
+from db.results import summary
 from db.worklist import parse_when, reading_order
 
 MAX_LIMIT = 500
@@ -85,8 +86,9 @@ def next_to_read(session: Session, after_id: int) -> WorklistEntry | None:
     return None
 
 
-def as_json(entry: WorklistEntry) -> dict[str, Any]:
-    """The API's view of a row (the reading room sees accession and patient ID; logs don't)."""
+def as_json(entry: WorklistEntry, results: Sequence[ResultObject] = ()) -> dict[str, Any]:
+    """The API's view of a row (the reading room sees accession and patient ID; logs don't),
+    with its SR/SC on their way to the PACS (``results``: :func:`db.results.objects_of`)."""
     return {
         "id": entry.id,
         "status": _value(entry.status),
@@ -109,6 +111,8 @@ def as_json(entry: WorklistEntry) -> dict[str, Any]:
         "reviewed_at": _time(entry.reviewed_at),
         "reviewed_by": entry.reviewed_by,
         "review_decision": _value(entry.review_decision),
+        "results": summary(results),
+        "result_objects": [result_json(obj) for obj in results],
         "image_url": f"/worklist/{entry.id}/image.png",
         "page_url": f"/worklist/{entry.id}",
     }
@@ -126,6 +130,20 @@ def history_json(records: Sequence[ReviewRecord]) -> dict[str, Any]:
             }
             for record in records
         ]
+    }
+
+
+def result_json(obj: ResultObject) -> dict[str, Any]:
+    """One SR or SC: its state (pending, stored, failed), why, and how many attempts."""
+    return {
+        "kind": obj.kind.value,
+        "state": obj.state.value,
+        "reason": obj.reason,
+        "attempts": obj.attempts,
+        "last_error": obj.last_error,
+        "sop_instance_uid": obj.sop_instance_uid,
+        "updated_at": _time(obj.updated_at),
+        "stored_at": _time(obj.stored_at),
     }
 
 

@@ -8,11 +8,14 @@
 | ``cxr_triage_turnaround_seconds``        | histogram |               |
 | ``cxr_triage_pacs_results_total``        | counter   | outcome       |
 | ``cxr_triage_model_info``                | gauge = 1 | model_version |
+| ``cxr_triage_result_objects``            | gauge     | state         |
 
 ``processed`` counts every final outcome (done, rejected, failed); ``rejected`` breaks the
 rejections down by :class:`ingest.Reason` value. ``task_duration`` is one task, claim to
 filed (a batch of up to ``batch_size`` images); ``turnaround`` is per image, from the file
 being stable in the inbox to its result stored, the "total time" cleared products report.
+``result_objects`` is read from the database at each scrape: how many SR/SC objects are
+``pending``, ``stored`` and ``failed`` (alert on ``failed`` > 0, or ``pending`` growing).
 Labels never carry patient data.
 
 Prefork workers: every child counts in its own process, so set ``PROMETHEUS_MULTIPROC_DIR``
@@ -26,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +44,9 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.models import utcnow
 
@@ -104,7 +110,7 @@ class WorkerMetrics:
         )
         self.pacs_results = Counter(
             "cxr_triage_pacs_results",
-            "DICOM results (SR + SC per image) by outcome: written, stored, failed",
+            "DICOM result objects (SR, SC) by outcome: written, stored, retrying, failed",
             ["outcome"],
             registry=registry,
         )
@@ -139,9 +145,43 @@ class WorkerMetrics:
     def set_model_version(self, version: str) -> None:
         self.model_info.labels(model_version=version).set(1)
 
-    def observe_pacs(self, outcome: str) -> None:
-        """``written`` (outbox), ``stored`` (C-STORE accepted) or ``failed``."""
-        self.pacs_results.labels(outcome=outcome).inc()
+    def observe_pacs(self, outcome: str, count: int = 1) -> None:
+        """``written`` (outbox), ``stored`` (C-STORE accepted), ``retrying`` (to be sent
+        again) or ``failed`` (for good: an operator looks), in result objects."""
+        if count:
+            self.pacs_results.labels(outcome=outcome).inc(count)
+
+
+class ResultStates(Collector):
+    """``cxr_triage_result_objects{state}``, counted in the database when scraped: the one
+    number that is right whichever process (worker, ``deliver``, ``run``) moved the objects."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = self._counts()
+        except SQLAlchemyError as error:  # a scrape must not fail while the database is down
+            log.warning("result object counts unavailable: %s", type(error).__name__)
+            return
+        family = GaugeMetricFamily(
+            "cxr_triage_result_objects",
+            "SR/SC result objects by state: pending, stored, failed",
+            labels=["state"],
+        )
+        for state, count in counts.items():
+            family.add_metric([state], count)
+        yield family
+
+
+def result_state_counts() -> dict[str, int]:
+    """The configured database's result objects by state."""
+    from db.results import state_counts
+    from worker.resources import get_session_factory
+
+    with get_session_factory()() as session:
+        return {state.value: count for state, count in state_counts(session).items()}
 
 
 @lru_cache(maxsize=1)
@@ -171,13 +211,20 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def serve(port: int, address: str = "127.0.0.1") -> None:
+def serve(
+    port: int,
+    address: str = "127.0.0.1",
+    result_counts: Callable[[], Mapping[str, int]] | None = result_state_counts,
+) -> None:
     """Serve ``/metrics`` on ``port`` from this process: the children's sum in multiprocess
-    mode, this process's own metrics otherwise. Loopback unless ``address`` opens it: the
-    endpoint has no login, and its counts and model version are nobody else's business."""
+    mode, this process's own metrics otherwise; plus the result objects by state. Loopback
+    unless ``address`` opens it: the endpoint has no login, and its counts and model version
+    are nobody else's business."""
     registry: CollectorRegistry = REGISTRY
     if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+    if result_counts is not None:
+        registry.register(ResultStates(result_counts))
     start_http_server(port, addr=address, registry=registry)
     log.info("metrics on %s:%d/metrics", address, port)

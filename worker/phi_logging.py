@@ -6,7 +6,8 @@ children through ``celery_app``'s logging signal):
 
 1. **Caps on PHI-prone loggers.** watchdog logs every inotify event with its path at DEBUG,
    highdicom logs the source SOP Instance UID at INFO when it copies the patient module into
-   an SR, pydicom warns with the offending value of an invalid element (a patient name, a
+   an SR, pynetdicom dumps every DIMSE message (UIDs) at DEBUG in ``listen`` and the delivery
+   loop, pydicom warns with the offending value of an invalid element (a patient name, a
    birth date).
 
 2. **One redaction filter on every log record** (:class:`PhiRedactionFilter`, run by the
@@ -49,6 +50,7 @@ PHI_LOGGER_LEVELS = {
     "watchdog": logging.WARNING,  # DEBUG: every event with its file path
     "highdicom": logging.WARNING,  # INFO: "copy Patient-related attributes from dataset <UID>"
     "pydicom": logging.ERROR,  # WARNING: "Invalid value for VR PN: '<the value>'"
+    "pynetdicom": logging.INFO,  # DEBUG: every PDU and DIMSE message, UIDs included
 }
 
 #: Top-level packages whose log messages and exception texts this project vouches for.

@@ -3,30 +3,34 @@
 One Celery task per triage batch, after the triage task has stored its rows and archived
 the originals (:func:`publish_rows`): rendering the heatmap and building the SR/SC costs several
 times the prediction itself, so it waits on its own queue behind any triage work and never
-holds up the reading order. Results are derived data: a problem here is logged by row id, counted
-(``cxr_triage_pacs_results_total{outcome="failed"}``) and never fails the triage, whose row
-is the system of record. A PACS that is down leaves the files in the outbox;
-``cxr-triage pacs-send`` sends them again.
+holds up the reading order. Results are derived data: a problem here never fails the triage,
+whose row is the system of record, and is never silent either: each SR and SC is tracked in
+``result_objects`` (:mod:`db.results`), ``pending`` once written to the outbox, ``failed`` with
+a reason when it could not be made (a source without valid UIDs, an original gone). This task
+never talks to the PACS: the delivery loop (:mod:`pacs.delivery`, wired in
+:mod:`worker.delivery`) sends pending objects in its own thread or process.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Status, WorklistEntry
+from db.models import ResultKind, Status, WorklistEntry, utcnow
+from db.results import WrittenObject, record_unpublishable, record_written
 from db.worklist import get_entries
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
 from model.overlay import overlay_heatmap, result_caption
 from model.prediction import Label, Prediction, Priority
-from pacs.outbox import write_results
-from pacs.store import PacsNode, StoreError, StorePriority, send
+from pacs.outbox import sop_instance_uid_of, write_results
+from pacs.source import SourceHeaderError
 from web.overlays import save_overlay
 from worker.metrics import get_metrics
 from worker.scoring import Scorer
@@ -35,26 +39,35 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def pacs_node(settings: Settings) -> PacsNode | None:
-    if not settings.pacs_host:
-        return None
-    return PacsNode(
-        host=settings.pacs_host,
-        port=settings.pacs_port,
-        called_ae_title=settings.pacs_ae_title,
-        calling_ae_title=settings.pacs_calling_ae_title,
-        timeout_s=settings.pacs_timeout_s,
-    )
+#: ``result_objects.reason`` values set here (the delivery loop adds its own).
+SOURCE_UNREFERENCEABLE = "source_unreferenceable"  # no valid UIDs, or not readable as DICOM
+NOT_WRITTEN = "not_written"  # building or writing the SR/SC failed
+SOURCE_MISSING = "source_missing"  # the archived original never appeared
+
+
+@dataclass(frozen=True)
+class Unpublishable:
+    """No SR/SC could be made for a row: the reason code and a sentence without PHI."""
+
+    reason: str
+    detail: str
 
 
 def render_overlay(
-    scorer: Scorer, image: SourceImage, prediction: Prediction, heatmap: np.ndarray | None = None
+    scorer: Scorer,
+    image: SourceImage,
+    prediction: Prediction,
+    heatmap: np.ndarray | None = None,
+    *,
+    caption: bool = True,
 ) -> Image.Image:
-    """The radiograph with the scorer's Grad-CAM heatmap (computed here unless given) and the
-    result as a caption."""
+    """The radiograph with the scorer's Grad-CAM heatmap (computed here unless given) and,
+    for the review page, the result as a caption over its top; the SC gets it without (its
+    result is burned in below the image, outside the anatomy)."""
     if heatmap is None:
         heatmap = scorer.heatmaps([image.pixels])[0]
-    return overlay_heatmap(image.pixels, heatmap, caption=result_caption(prediction))
+    text = result_caption(prediction) if caption else None
+    return overlay_heatmap(image.pixels, heatmap, caption=text)
 
 
 def publish(
@@ -65,33 +78,33 @@ def publish(
     image: SourceImage,
     prediction: Prediction,
     heatmap: np.ndarray | None = None,
-) -> list[Path]:
-    """Store the overlay PNG; for a DICOM also write SR + SC and C-STORE them if configured.
+) -> list[WrittenObject] | Unpublishable:
+    """Store the overlay PNG; for a DICOM also write the SR and SC into the outbox.
 
-    Returns the DICOM files written (none for JPEG/PNG, or after a problem).
+    Returns the objects written (none for JPEG/PNG: no study to attach them to), or why none
+    could be made; never raises for a problem of this row.
     """
-    metrics = get_metrics()
     try:
+        if heatmap is None:
+            heatmap = scorer.heatmaps([image.pixels])[0]
         overlay = render_overlay(scorer, image, prediction, heatmap)
         save_overlay(overlay, settings.overlay_dir, image.metadata.file_sha256)
         if image.metadata.kind is not SourceKind.DICOM:
-            return []  # no study to attach DICOM results to
-        written = write_results(source, prediction, overlay, settings.outbox_dir)
-    except Exception:  # derived results must never fail the triage row
+            return []
+        plain = render_overlay(scorer, image, prediction, heatmap, caption=False)
+        sr_path, sc_path = write_results(source, prediction, plain, settings.outbox_dir)
+    except SourceHeaderError as error:  # its message names the tag, never a value
+        log.warning("row %d: no SR/SC: %s", entry_id, error)
+        return Unpublishable(SOURCE_UNREFERENCEABLE, str(error))
+    except Exception as error:  # derived results must never fail the triage row
         log.exception("row %d: heatmap/SR/SC could not be written", entry_id)
-        metrics.observe_pacs("failed")
-        return []
-    metrics.observe_pacs("written")
-    node = pacs_node(settings)
-    if node is not None:
-        urgent = prediction.priority.rank == 0
-        try:
-            send(written, node, StorePriority.HIGH if urgent else StorePriority.MEDIUM)
-            metrics.observe_pacs("stored")
-        except (StoreError, OSError) as error:
-            log.warning("row %d: results stay in the outbox: %s", entry_id, error)
-            metrics.observe_pacs("failed")
-    return written
+        return Unpublishable(
+            NOT_WRITTEN, f"{type(error).__name__} while writing; the worker log has row {entry_id}"
+        )
+    return [
+        WrittenObject(ResultKind.SR, sop_instance_uid_of(sr_path), str(sr_path)),
+        WrittenObject(ResultKind.SC, sop_instance_uid_of(sc_path), str(sc_path)),
+    ]
 
 
 def publish_rows(
@@ -115,6 +128,7 @@ def publish_rows(
             if entry.status is Status.DONE and entry.archived_path
         ]
     pending: list[int] = []
+    outcomes: dict[int, list[WrittenObject] | Unpublishable] = {}
     readable: list[tuple[int, Path, SourceImage, Prediction]] = []
     for entry_id, source, prediction in jobs:
         if prediction is None:
@@ -124,20 +138,43 @@ def publish_rows(
         else:
             try:
                 readable.append((entry_id, source, read_image(source), prediction))
-            except Exception:  # derived data: this row only, never retried forever
+            except Exception as error:  # derived data: this row only, never retried forever
                 log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
-                get_metrics().observe_pacs("failed")
+                outcomes[entry_id] = Unpublishable(
+                    SOURCE_UNREFERENCEABLE,
+                    f"the archived original no longer reads ({type(error).__name__})",
+                )
     heatmaps = _heatmaps(scorer, [image.pixels for _, _, image, _ in readable])
     for (entry_id, source, image, prediction), heatmap in zip(readable, heatmaps, strict=True):
-        publish(settings, scorer, entry_id, source, image, prediction, heatmap)
+        outcomes[entry_id] = publish(settings, scorer, entry_id, source, image, prediction, heatmap)
+    _record(sessions, outcomes)
     return pending
 
 
-def give_up(entry_ids: Sequence[int], why: str) -> None:
-    """Log and count rows whose results will not be written; their worklist rows stand."""
+def give_up(sessions: sessionmaker[Session], entry_ids: Sequence[int], why: str) -> None:
+    """Rows whose results will never be made: their objects ``failed`` (DICOM rows only:
+    a JPEG/PNG has none to miss). Their worklist rows stand."""
+    with sessions() as session:
+        dicom = [e.id for e in get_entries(session, entry_ids) if e.source_kind == "dicom"]
     for entry_id in entry_ids:
         log.warning("row %d: no heatmap/SR/SC: %s", entry_id, why)
-        get_metrics().observe_pacs("failed")
+    _record(sessions, {entry_id: Unpublishable(SOURCE_MISSING, why) for entry_id in dicom})
+
+
+def _record(
+    sessions: sessionmaker[Session], outcomes: dict[int, list[WrittenObject] | Unpublishable]
+) -> None:
+    """Track every object written, and every row that got none, in one transaction."""
+    metrics = get_metrics()
+    now = utcnow()
+    with sessions.begin() as session:
+        for entry_id, outcome in outcomes.items():
+            if isinstance(outcome, Unpublishable):
+                record_unpublishable(session, entry_id, outcome.reason, outcome.detail, now)
+                metrics.observe_pacs("failed", 2)
+            elif outcome:
+                record_written(session, entry_id, outcome, now)
+                metrics.observe_pacs("written", len(outcome))
 
 
 def _heatmaps(scorer: Scorer, images: list[np.ndarray]) -> list[np.ndarray | None]:

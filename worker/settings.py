@@ -123,6 +123,23 @@ class Settings(BaseSettings):
     pacs_ae_title: str = Field(default="PACS", max_length=16, description="Called AE title")
     pacs_calling_ae_title: str = Field(default="CXR_TRIAGE", max_length=16)
     pacs_timeout_s: float = Field(default=30.0, gt=0, description="Connect/ACSE/DIMSE timeout")
+    results_batch_size: int = Field(
+        default=32, ge=1, le=1000, description="Result objects sent over one association"
+    )
+    results_retry_max_s: float = Field(
+        default=300.0, ge=1, description="Longest wait between delivery attempts (backoff cap)"
+    )
+    results_retention_h: float = Field(
+        default=72.0, gt=0, description="Stored SR/SC files leave the outbox after this"
+    )
+
+    # -- DICOM receiver (pacs/receiver.py, ``cxr-triage listen``): a Storage SCP into the inbox
+    listen_ae_title: str = Field(default="CXR_TRIAGE", min_length=1, max_length=16)
+    listen_port: int = Field(default=11112, ge=1, le=65535)
+    listen_host: str = Field(default="0.0.0.0", description="Address the receiver binds")
+    listen_allowed_ae_titles: str = Field(
+        default="", description="Comma-separated calling AE titles allowed; empty = any"
+    )
 
     # -- review page (web/): one reader account from the environment
     web_host: str = "127.0.0.1"

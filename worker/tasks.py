@@ -71,7 +71,7 @@ def publish(self: Task, entry_ids: list[int] | int) -> None:
     if not pending:
         return
     if self.request.retries >= self.max_retries:  # derived data: give up loudly, by row id
-        results.give_up(pending, "the archived original never appeared")
+        results.give_up(get_session_factory(), pending, "the archived original never appeared")
         return
     countdown = get_exponential_backoff_interval(  # the same backoff as the autoretries
         int(self.retry_backoff), self.request.retries, self.retry_backoff_max, self.retry_jitter

@@ -87,7 +87,8 @@ def test_overlay_pixels_survive_the_round_trip(source_file, overlay, tmp_path):
         if scale != 1
         else overlay
     )
-    np.testing.assert_array_equal(pixels[: top.shape[0]], top)
+    difference = np.abs(pixels[: top.shape[0]].astype(np.int16) - top.astype(np.int16))
+    assert difference.mean() < 1.5  # JPEG baseline, quality 95
 
 
 def test_derived_uids_are_stable_valid_and_distinct():

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.uid import SecondaryCaptureImageStorage
+from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage
 
 from model.prediction import Prediction
 from pacs.identity import NOT_FOR_DIAGNOSTIC_USE, SC_SERIES_NUMBER, ResultUIDs
@@ -40,17 +40,25 @@ def expected_image_region(overlay: Image.Image) -> np.ndarray:
     return np.asarray(overlay.convert("RGB").resize(size, Image.Resampling.BILINEAR))
 
 
+def assert_close(decoded: np.ndarray, expected: np.ndarray) -> None:
+    """JPEG baseline at quality 95: the picture, within what lossy compression changes."""
+    assert decoded.shape == expected.shape
+    difference = np.abs(decoded.astype(np.int16) - expected.astype(np.int16))
+    assert difference.mean() < 1.5 and np.percentile(difference, 99) < 16
+
+
 def test_capture_is_rgb_overlay_with_a_text_band_below(source_file, overlay, tmp_path):
     sc = written_capture(source_file, overlay, tmp_path)
     assert sc.SOPClassUID == SecondaryCaptureImageStorage
-    assert sc.PhotometricInterpretation == "RGB"
+    assert sc.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    assert sc.PhotometricInterpretation == "YBR_FULL_422"  # JPEG's; decoded to RGB
     assert (sc.SamplesPerPixel, sc.BitsAllocated) == (3, 8)
     pixels = sc.pixel_array
     image = expected_image_region(overlay)
     assert pixels.shape[1] == image.shape[1] and pixels.shape[2] == 3
     assert pixels.shape[0] > image.shape[0]  # the band
-    # The radiograph with its heatmap is stored losslessly, untouched by the text.
-    np.testing.assert_array_equal(pixels[: image.shape[0]], image)
+    # The radiograph with its heatmap, untouched by the text (up to JPEG's losses).
+    assert_close(pixels[: image.shape[0]], image)
     band = pixels[image.shape[0] :]
     text = band.max(axis=2) > 128
     assert 0.005 < text.mean() < 0.5  # there is writing, and it is writing, not a fill
@@ -85,7 +93,7 @@ def test_priorities_are_burned_in_differently(source_file, overlay, tmp_path):
     routine = written_capture(source_file, overlay, tmp_path, ROUTINE).pixel_array
     height = expected_image_region(overlay).shape[0]
     assert not np.array_equal(urgent[height:], routine[height:])
-    np.testing.assert_array_equal(urgent[:height], routine[:height])
+    assert_close(urgent[:height], routine[:height])
 
 
 def test_result_lines_name_priority_probability_model_and_intended_use():
@@ -152,6 +160,28 @@ def test_capture_from_a_real_grad_cam_of_a_keras_network(source_file, reference_
     assert heatmap.shape == (64, 64)
     overlay = overlay_heatmap(reference_grey.astype(np.float32), heatmap, caption="test")
     sc = written_capture(source_file, overlay, tmp_path)
-    np.testing.assert_array_equal(
+    assert_close(
         sc.pixel_array[: expected_image_region(overlay).shape[0]], expected_image_region(overlay)
     )
+
+
+def test_capture_is_compressed_and_says_it_is_lossy(source_file, overlay, tmp_path):
+    sc = written_capture(source_file, overlay, tmp_path)
+    size = (tmp_path / "sc-urgent.dcm").stat().st_size
+    uncompressed = sc.Rows * sc.Columns * 3
+    assert size < uncompressed / 5  # about a tenth: 2 MB becomes ~120 kB
+    assert sc.LossyImageCompression == "01"
+    assert sc.LossyImageCompressionMethod == "ISO_10918_1"
+    assert float(sc.LossyImageCompressionRatio) > 5
+
+
+def test_a_very_narrow_image_keeps_every_line_inside_the_band():
+    narrow = Image.new("RGB", (120, 300), (40, 40, 40))  # a 120 px wide strip
+    burned = np.asarray(burn_in(narrow, URGENT))
+    assert burned.shape[1] == MIN_WIDTH
+    band = burned[round(300 * MIN_WIDTH / 120) :]
+    text_columns = np.flatnonzero((band.max(axis=2) > 128).any(axis=0))
+    assert text_columns.size  # the lines are there...
+    assert text_columns.max() < MIN_WIDTH - 4  # ...and none runs off the right edge
+    text_rows = np.flatnonzero((band.max(axis=2) > 128).any(axis=1))
+    assert text_rows.max() - text_rows.min() > 3 * 8  # three lines of legible height

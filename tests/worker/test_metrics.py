@@ -95,6 +95,7 @@ def free_port() -> int:
 
 def test_prefork_children_are_summed_on_one_endpoint(tmp_path: Path):
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+    env["CXR_DATA_DIR"] = str(tmp_path / "data")  # the result-state gauge reads its database
     (tmp_path / "prometheus").mkdir()
     for _ in range(2):  # two worker children, each its own process
         subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=REPO, check=True, timeout=60)
@@ -164,3 +165,42 @@ def test_the_worker_serves_metrics_on_loopback_unless_told(
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_result_objects_by_state_are_read_from_the_database(sessions, tmp_path):
+    from prometheus_client import generate_latest
+
+    from db.engine import make_engine, make_session_factory
+    from db.models import ResultKind, utcnow
+    from db.results import WrittenObject, record_unpublishable, record_written, state_counts
+    from db.worklist import Arrival, admit
+    from worker.metrics import ResultStates
+
+    with sessions.begin() as session:
+        one, _ = admit(session, Arrival("1" * 64, "a.dcm", "/in/a.dcm", "dicom"))
+        two, _ = admit(session, Arrival("2" * 64, "b.dcm", "/in/b.dcm", "dicom"))
+        record_written(session, one.id, [WrittenObject(ResultKind.SR, "2.25.1", "/o/a")], utcnow())
+        record_unpublishable(session, two.id, "source_unreferenceable", "no UID", utcnow())
+
+    def counts() -> dict[str, int]:
+        with sessions() as session:
+            return {state.value: n for state, n in state_counts(session).items()}
+
+    registry = CollectorRegistry()
+    registry.register(ResultStates(counts))
+    lines = set(generate_latest(registry).decode().splitlines())
+    assert 'cxr_triage_result_objects{state="pending"} 1.0' in lines
+    assert 'cxr_triage_result_objects{state="failed"} 2.0' in lines
+    assert 'cxr_triage_result_objects{state="stored"} 0.0' in lines
+
+    unreachable = make_session_factory(
+        make_engine(f"postgresql+psycopg://cxr@127.0.0.1:{free_port()}/cxr")
+    )
+
+    def database_down() -> dict[str, int]:  # a real connection to a closed port
+        with unreachable() as session:
+            return {state.value: n for state, n in state_counts(session).items()}
+
+    down = CollectorRegistry()
+    down.register(ResultStates(database_down))
+    assert "cxr_triage_result_objects{" not in generate_latest(down).decode()

@@ -1,4 +1,5 @@
-"""publish: overlay PNG for the page, SR + SC for PACS, C-STORE; never fails the triage."""
+"""publish: overlay PNG for the page, SR + SC tracked for the delivery loop; never fails
+the triage, never silent."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from db.models import Status
+from db.models import ResultKind, ResultState, Status
+from db.results import objects_of, summary
 from db.worklist import Arrival, Scored, admit, record_scored, record_unscored
 from ingest import read_image
 from tests.models import untrained_classifier
 from tests.pacs.conftest import URGENT, pneumonia_grey, write_radiograph
-from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, free_port, storage_scp
+from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, storage_scp
 from web.overlays import overlay_file
-from worker.results import publish, publish_rows, render_overlay
+from worker.results import (
+    SOURCE_MISSING,
+    SOURCE_UNREFERENCEABLE,
+    Unpublishable,
+    give_up,
+    publish,
+    publish_rows,
+    render_overlay,
+)
 from worker.settings import Settings
 
 pytestmark = pytest.mark.tf  # publish renders the scorer's Grad-CAM
@@ -54,19 +64,27 @@ def settings_for(tmp_path: Path, **pacs: object) -> Settings:
     return Settings(data_dir=tmp_path / "data", **pacs)  # type: ignore[arg-type]
 
 
-def test_a_dicom_gets_overlay_sr_and_sc_stored_on_the_pacs(tmp_path, source_file, scp, scorer):
+def test_a_dicom_gets_overlay_sr_and_sc_written_and_never_sent_here(
+    tmp_path, source_file, scp, scorer
+):
     settings = settings_for(
         tmp_path, pacs_host="127.0.0.1", pacs_port=scp.port, pacs_ae_title=SCP_AE_TITLE
     )
     image = read_image(source_file)
-    before = results_count("stored")
     written = publish(settings, scorer, 7, source_file, image, URGENT)
-    assert [p.parent for p in written] == [settings.outbox_dir] * 2
-    assert {ds.SOPInstanceUID for ds in scp.received} == {
-        pydicom.dcmread(p).SOPInstanceUID for p in written
-    }
-    assert overlay_file(settings.overlay_dir, image.metadata.file_sha256).is_file()
-    assert results_count("stored") == before + 1
+    assert isinstance(written, list)
+    assert [o.kind for o in written] == [ResultKind.SR, ResultKind.SC]
+    for obj in written:
+        assert Path(obj.path).parent == settings.outbox_dir
+        assert pydicom.dcmread(obj.path).SOPInstanceUID == obj.sop_instance_uid
+    assert scp.associations == 0  # the delivery loop sends; triage work never waits on a PACS
+    page_png = overlay_file(settings.overlay_dir, image.metadata.file_sha256)
+    assert page_png.is_file()
+    # the review page's overlay has its caption bar over the top; the SC has none there
+    caption_bar = np.asarray(Image.open(page_png).convert("RGB"))[2:20, :200]
+    sc_top = pydicom.dcmread(written[1].path).pixel_array[2:20, :200]
+    assert (caption_bar.max(axis=2) < 40).mean() > 0.7
+    assert (sc_top.max(axis=2) < 40).mean() < 0.3
 
 
 def test_a_jpeg_gets_its_overlay_and_no_dicom_results(tmp_path, reference_grey, scorer):
@@ -79,25 +97,46 @@ def test_a_jpeg_gets_its_overlay_and_no_dicom_results(tmp_path, reference_grey, 
     assert not settings.outbox_dir.exists()
 
 
-def test_a_pacs_that_is_down_leaves_the_files_in_the_outbox(tmp_path, source_file, scorer):
-    settings = settings_for(
-        tmp_path, pacs_host="127.0.0.1", pacs_port=free_port(), pacs_timeout_s=2.0
-    )
-    before = results_count("failed")
-    written = publish(settings, scorer, 9, source_file, read_image(source_file), URGENT)
-    assert len(written) == 2 and all(p.is_file() for p in written)
-    assert results_count("failed") == before + 1
-
-
-def test_a_broken_source_is_logged_and_counted_not_raised(tmp_path, source_file, caplog, scorer):
+def test_a_broken_source_is_an_unpublishable_outcome_not_raised(
+    tmp_path, source_file, caplog, scorer
+):
     settings = settings_for(tmp_path)
     image = read_image(source_file)
     source_file.write_bytes(b"not DICOM any more")
-    before = results_count("failed")
-    assert publish(settings, scorer, 10, source_file, image, URGENT) == []
-    assert results_count("failed") == before + 1
+    outcome = publish(settings, scorer, 10, source_file, image, URGENT)
+    assert outcome == Unpublishable(SOURCE_UNREFERENCEABLE, outcome.detail)  # type: ignore[union-attr]
+    assert "not a readable DICOM" in outcome.detail  # type: ignore[union-attr]
     assert "row 10" in caplog.text
     assert "Test^Child" not in caplog.text  # no PHI in the log
+
+
+def test_publish_rows_tracks_every_dicom_rows_results_even_without_a_valid_uid(
+    settings, sessions, tmp_path, reference_grey, scorer
+):
+    good = write_radiograph(tmp_path / "archive" / "good.dcm", reference_grey)
+    bad = tmp_path / "archive" / "bad.dcm"
+    ds = pydicom.dcmread(good)
+    ds.StudyInstanceUID = ""  # ingest scores it; no result can reference it
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(bad, enforce_file_format=True)
+    scored = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "m1")
+    with sessions.begin() as session:
+        ids = []
+        for index, path in enumerate((good, bad)):
+            entry, _ = admit(session, Arrival(f"{index}" * 64, path.name, str(path), "dicom"))
+            record_scored(session, entry, scored, str(path))
+            ids.append(entry.id)
+    before = results_count("failed")
+    assert publish_rows(settings, sessions, scorer, ids) == []
+    with sessions() as session:
+        found = objects_of(session, ids)
+    assert [o.state for o in found[ids[0]]] == [ResultState.PENDING] * 2
+    assert summary(found[ids[1]]) == f"failed: {SOURCE_UNREFERENCEABLE}"
+    assert "(0020,000D) StudyInstanceUID" in (found[ids[1]][0].last_error or "")
+    assert results_count("failed") == before + 2
+    give_up(sessions, [ids[0]], "the archived original never appeared")
+    with sessions() as session:
+        assert summary(objects_of(session, ids)[ids[0]]) == f"failed: {SOURCE_MISSING}"
 
 
 def test_overlay_carries_the_grad_cam_of_the_scoring_network(source_file, scorer):

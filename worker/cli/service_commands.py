@@ -61,6 +61,11 @@ def run(
     watcher = service.build_watcher(settings)
     watcher_thread = threading.Thread(target=watcher.run, args=(stop,), name="watcher")
     watcher_thread.start()
+    from worker.delivery import build_deliverer
+
+    deliverer = build_deliverer(settings)  # None without a PACS: results stay in the outbox
+    if deliverer is not None:
+        threading.Thread(target=deliverer.run, args=(stop,), name="results", daemon=True).start()
     typer.echo(f"cxr-triage running: watching {settings.inbox_dir} (Ctrl-C stops)", err=True)
     status = 0
     idle_checks = 0

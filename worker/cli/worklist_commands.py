@@ -51,6 +51,7 @@ COLUMNS = (
     "review_decision",
     "file_sha256",
 )
+RESULTS_COLUMN = "results"  # the SR/SC on their way to the PACS (db.results.summary)
 
 
 #: A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
@@ -117,12 +118,12 @@ def worklist(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row")] = False,
 ) -> None:
     """The reading order: priority (urgent first), then probability, then arrival."""
+    from db.results import objects_of, summary
     from db.worklist import reading_order
 
     with _sessions()() as session:
-        rows = [
-            row_dict(e)
-            for e in reading_order(
+        entries = list(
+            reading_order(
                 session,
                 statuses=status,
                 since=_parse_when(since),
@@ -132,11 +133,13 @@ def worklist(
                 include_reviewed=include_reviewed,
                 limit=limit,
             )
-        ]
+        )
+        results = objects_of(session, [e.id for e in entries])
+        rows = [{**row_dict(e), RESULTS_COLUMN: summary(results.get(e.id, []))} for e in entries]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif as_csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
+        writer = csv.DictWriter(sys.stdout, fieldnames=(*COLUMNS, RESULTS_COLUMN))
         writer.writeheader()
         writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     else:
@@ -152,6 +155,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         "label",
         "status",
         "flags",
+        "PACS results",
         "accession",
         "received (UTC)",
         "source",
@@ -166,6 +170,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             row["label"] or "-",
             row["status"] + (f" ({row['reason']})" if row["reason"] else ""),
             row["flags"] or "",
+            row[RESULTS_COLUMN],
             row["accession_number"] or "",
             (row["received_at"] or "")[:19],
             row["source_name"],
@@ -199,11 +204,13 @@ def review(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable")] = False,
 ) -> None:
-    """Counts by status, queue depth, and the oldest case still waiting."""
+    """Counts by status, SR/SC objects by state, queue depth, the oldest case still waiting."""
+    from db.results import state_counts
     from db.worklist import counts_by_status, oldest_waiting
 
     with _sessions()() as session:
         counts = counts_by_status(session)
+        result_counts = state_counts(session)
         oldest = oldest_waiting(session)
         oldest_info = (
             {
@@ -217,6 +224,7 @@ def status(
         )
     report: dict[str, Any] = {
         "counts": {s.value: n for s, n in counts.items()},
+        "results": {s.value: n for s, n in result_counts.items()},
         "queues": _queue_depths(),
         "oldest_waiting": oldest_info,
     }
@@ -224,6 +232,7 @@ def status(
         typer.echo(json.dumps(report, indent=2))
         return
     typer.echo("rows:   " + "  ".join(f"{k}={v}" for k, v in report["counts"].items()))
+    typer.echo("results: " + "  ".join(f"{k}={v}" for k, v in report["results"].items()))
     typer.echo("queues: " + "  ".join(f"{k}={v}" for k, v in report["queues"].items()))
     if oldest_info:
         typer.echo(

@@ -1,0 +1,46 @@
+"""Worklist rows with real SR/SC files in an outbox, tracked ``pending`` (delivery tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import ResultKind, utcnow
+from db.results import WrittenObject, record_written
+from db.worklist import Arrival, Scored, admit, record_scored
+from pacs.outbox import sop_instance_uid_of, write_results
+from tests.pacs.conftest import ROUTINE, URGENT, radiograph
+
+
+def add_rows(
+    sessions: sessionmaker[Session], tmp_path: Path, reference_grey, overlay, count: int
+) -> list[int]:
+    """``count`` scored DICOM rows with their SR and SC written and tracked ``pending``."""
+    ids = []
+    small = reference_grey[::8, ::8].copy()
+    overlay = overlay.resize((small.shape[1], small.shape[0]))
+    for index in range(count):
+        prediction = URGENT if index % 2 == 0 else ROUTINE
+        source = tmp_path / "archive" / f"{index}.dcm"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        radiograph(small, instance_number=index + 1).save_as(source, enforce_file_format=True)
+        paths = write_results(source, prediction, overlay, tmp_path / "outbox")
+        with sessions.begin() as session:
+            entry, _ = admit(session, Arrival(f"{index:064d}", source.name, str(source), "dicom"))
+            scored = Scored(
+                prediction.probability,
+                prediction.label.value,
+                prediction.priority.value,
+                prediction.priority.rank,
+                prediction.threshold,
+                prediction.model_version,
+            )
+            record_scored(session, entry, scored, str(source))
+            written = [
+                WrittenObject(kind, sop_instance_uid_of(path), str(path))
+                for kind, path in zip((ResultKind.SR, ResultKind.SC), paths, strict=True)
+            ]
+            record_written(session, entry.id, written, utcnow())
+            ids.append(entry.id)
+    return ids
