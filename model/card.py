@@ -62,6 +62,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] = field(default_factory=dict)
+    #: How ``content_check.npz`` was fitted and what it measured (``model.content_fit``).
+    content_check: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: Path) -> Path:
         path = directory / CARD_FILE

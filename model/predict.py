@@ -7,6 +7,7 @@ temperature and thresholds. The worker builds one Classifier per process, after 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from scipy.special import expit
 
 from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard
+from model.content_check import ContentCheck
 from model.gradcam import CamFunction, gradcam_function
 from model.prediction import Label, Prediction, Priority
 from model.preprocess import PREPROCESSING_VERSION, preprocess
@@ -27,7 +29,9 @@ import keras
 class Classifier:
     """A trained network plus its model card; deterministic for a given input."""
 
-    def __init__(self, network: keras.Model, card: ModelCard) -> None:
+    def __init__(
+        self, network: keras.Model, card: ModelCard, content_check: ContentCheck | None = None
+    ) -> None:
         if card.preprocessing_version != PREPROCESSING_VERSION:
             raise ValueError(
                 f"model expects preprocessing {card.preprocessing_version!r}, this code "
@@ -35,6 +39,9 @@ class Classifier:
             )
         self.network = network
         self.card = card
+        self.content_check = content_check
+        # One forward pass gives the logit and the content check's features.
+        self._scoring = feature_network(network, content_check.layers) if content_check else None
         self._cams: CamFunction | None = None
 
     @classmethod
@@ -47,7 +54,8 @@ class Classifier:
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found beside {directory / 'model_card.json'}")
-        return cls(keras.models.load_model(weights, compile=False), card)
+        content_check = ContentCheck.load(directory, card.model_version)
+        return cls(keras.models.load_model(weights, compile=False), card, content_check)
 
     @property
     def version(self) -> str:
@@ -68,12 +76,35 @@ class Classifier:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(self.network.predict_on_batch(batch))[:, 0]
 
+    def logits_and_features(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(N,)`` and the content check's features ``(N, D)``, in one forward pass."""
+        if self._scoring is None:
+            raise ValueError(f"{self.version} has no content check fitted")
+        batch = self.inputs(images)
+        if len(batch) == 0:
+            return np.zeros(0, np.float32), np.zeros((0, self._scoring.output[1].shape[-1]))
+        logits, features = self._scoring.predict_on_batch(batch)
+        return np.asarray(logits)[:, 0], np.asarray(features)
+
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Calibrated P(pneumonia) per image."""
         return expit(self.logits(images) / self.card.operating_point.temperature)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        return [self.decide(float(p)) for p in self.probabilities(images)]
+        """One prediction per image; with a content check, its verdict and distance too."""
+        if self.content_check is None or self._scoring is None:
+            return [self.decide(float(p)) for p in self.probabilities(images)]
+        logits, features = self.logits_and_features(images)
+        probabilities = expit(logits / self.card.operating_point.temperature)
+        distances = self.content_check.distances(features)
+        return [
+            dataclasses.replace(
+                self.decide(float(p)),
+                content=self.content_check.verdict(float(d)),
+                content_distance=float(d),
+            )
+            for p, d in zip(probabilities, distances, strict=True)
+        ]
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """Grad-CAM map in [0, 1] at the model's input size for one display-level image."""
@@ -114,3 +145,19 @@ class Classifier:
             threshold=point.threshold,
             model_version=self.version,
         )
+
+
+def feature_network(network: keras.Model, layers: Sequence[str]) -> keras.Model:
+    """A model on ``network``'s own layers (no copy, no retraining) with two outputs: the
+    logit and the global average of each of ``layers``, concatenated (the content check's
+    features). ``pool`` is already a global average and is taken as it is."""
+    pooled = []
+    for name in layers:
+        output = network.get_layer(name).output
+        if len(output.shape) == 4:
+            output = keras.layers.GlobalAveragePooling2D(name=f"content_{name}_gap")(output)
+        pooled.append(output)
+    features = (
+        pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="content_features")(pooled)
+    )
+    return keras.Model(network.inputs, [network.outputs[0], features], name="scoring")
