@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from db.engine import make_engine, make_session_factory
-from web import api, pages
+from web import api, drift, pages
 from web.auth import LoginRequiredError
 from web.config import WebConfig
 from web.overlays import Thumbnails
@@ -45,6 +45,7 @@ def create_app(config: WebConfig) -> FastAPI:
     app.state.sessions = make_session_factory(engine)
     app.state.thumbnails = Thumbnails(config.overlay_dir, config.archive_dir)
     app.state.templates = Jinja2Templates(env=_environment())
+    app.state.drift_reference = drift.load_reference(config.model_dir)
     app.add_middleware(
         SessionMiddleware,
         secret_key=config.session_secret,

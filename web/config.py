@@ -25,6 +25,7 @@ class WebConfig:
     session_max_age_s: int = 8 * 3600  # one reading shift
     secure_cookies: bool = False  # True behind TLS: the login cookie is then HTTPS-only
     page_size: int = 100
+    model_dir: Path | None = None  # the drift watch's reference; None: the shipped model
 
     def __post_init__(self) -> None:
         if not self.password:

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from db.models import ReviewDecision
 from db.worklist import get_entry, review
-from web import auth
+from web import auth, drift
 from web.overlays import FULL_SIDE, THUMBNAIL_SIDE
 from web.rows import FilterError, Filters, next_to_read
 
@@ -70,10 +70,11 @@ def worklist(
         filters, error = Filters(), str(problem)
     with request.app.state.sessions() as session:
         rows = filters.rows(session)
+        watch = drift.header_report(session, request.app.state.drift_reference)
         return render(
             request,
             "worklist.html",
-            {"reader": reader, "rows": rows, "filters": filters, "error": error},
+            {"reader": reader, "rows": rows, "filters": filters, "error": error, "drift": watch},
         )
 
 

@@ -41,6 +41,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.registry import Collector
 
 from db.models import utcnow
 
@@ -171,12 +172,14 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def serve(port: int, address: str = "0.0.0.0") -> None:
+def serve(port: int, address: str = "0.0.0.0", collectors: Sequence[Collector] = ()) -> None:
     """Serve ``/metrics`` on ``port`` from this process: the children's sum in multiprocess
-    mode, this process's own metrics otherwise."""
+    mode, this process's own metrics otherwise; plus ``collectors`` (the drift watch)."""
     registry: CollectorRegistry = REGISTRY
     if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+    for collector in collectors:
+        registry.register(collector)
     start_http_server(port, addr=address, registry=registry)
     log.info("metrics on :%d/metrics", port)

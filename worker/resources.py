@@ -16,6 +16,7 @@ from db.engine import make_engine, make_session_factory
 from worker.settings import get_settings
 
 if TYPE_CHECKING:
+    from worker.drift import DriftWatch
     from worker.pipeline import Scorer
 
 
@@ -50,3 +51,17 @@ def after_fork() -> None:
         get_engine().dispose(close=False)
     get_session_factory.cache_clear()
     get_engine.cache_clear()
+    get_drift_watch.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def get_drift_watch() -> DriftWatch:
+    """The drift watch of this process, on the model directory the scorer loads."""
+    from model.drift import Reference
+    from worker.drift import DriftWatch
+
+    try:
+        reference = Reference.load(get_settings().model_path)
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(f"cannot load the drift reference: {error}") from error
+    return DriftWatch(get_session_factory(), reference)

@@ -21,6 +21,7 @@ def web_config(settings: Settings) -> WebConfig:
         overlay_dir=settings.overlay_dir,
         username=settings.web_username,
         password=password,
+        model_dir=settings.model_path,
     )
     if settings.web_session_secret is not None:
         secret = settings.web_session_secret.get_secret_value()
