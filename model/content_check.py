@@ -22,6 +22,7 @@ the CLI's ``status`` use it without TensorFlow.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -106,7 +107,11 @@ class ContentCheck:
         path = directory / CONTENT_CHECK_FILE
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as data:
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path} is not a readable content check: {error}") from error
+        with archive as data:
             fitted_for = str(data["model_version"])
             if fitted_for != model_version:
                 raise ValueError(
@@ -163,7 +168,10 @@ def fit_content_check(
         reference_distances=np.zeros(0),
     )
     distances = check.distances(validation_features)
-    population, reject = np.quantile(distances, [population_quantile, reject_quantile])
+    # "higher": each cut-off is an observed distance, so at most 1 - quantile lie beyond it
+    population, reject = np.quantile(
+        distances, [population_quantile, reject_quantile], method="higher"
+    )
     return ContentCheck(
         model_version=model_version,
         layers=layers,
