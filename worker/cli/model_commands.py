@@ -244,6 +244,7 @@ def predict(
 
     _quiet_tensorflow()
     from ingest import IngestError, load_scorable
+    from worker.population import content_rejection, population_flags
 
     classifier = _load_classifier(model)
     results: list[dict[str, object]] = []
@@ -261,6 +262,17 @@ def predict(
             )
             continue
         result = classifier.predict([image.pixels])[0]
+        rejection = content_rejection(result)
+        if rejection is not None:
+            results.append(
+                {
+                    "file": str(path),
+                    "status": "rejected",
+                    "reason": "not_chest_radiograph",
+                    "message": rejection,
+                }
+            )
+            continue
         entry: dict[str, object] = {
             "file": str(path),
             "status": "scored",
@@ -269,7 +281,8 @@ def predict(
             "priority": str(result.priority),
             "threshold": result.threshold,
             "model_version": result.model_version,
-            "flags": list(eligibility.flags),
+            "flags": list(population_flags(result, eligibility.flags)),
+            "content_distance": result.content_distance,
         }
         if heatmap is not None:
             entry["heatmap"] = str(_write_heatmap(classifier, image.pixels, result, path, heatmap))
