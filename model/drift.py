@@ -14,7 +14,9 @@ this module compares a window of counts with the model's reference:
   :data:`MIN_CASES` cases, is a warning (logged by the worker, shown by ``status``, the
   review page and ``/metrics``). With few cases the band is wide: no false alarms from noise;
 - **PSI** (population stability index, over the reference's deciles) and **KS** (largest CDF
-  gap) of scores and of distances. PSI > 0.25 is the usual "significant shift".
+  gap) of scores and of distances. PSI > 0.25 is the usual "significant shift"; it warns
+  from :data:`MIN_PSI_CASES` cases on (a shifted distance means the images themselves
+  changed: an export or processing change, a wrong presentation LUT).
 
 Numpy and scipy only: ``cxr-triage status`` and the web app use it without TensorFlow. The
 counting and the database side are in :mod:`worker.drift`.
@@ -45,7 +47,9 @@ CONTENT_BINS = {
     ContentVerdict.NOT_CHEST: 2,
 }
 CONTENT_UNCHECKED_BIN = 3
-MIN_CASES = 30  # fewer cases in the window: no warning, whatever the share
+MIN_CASES = 30  # fewer cases in the window: no URGENT-share warning, whatever the share
+#: PSI over 10 groups has a sampling floor of about 9 / n: below 100 cases it cannot warn.
+MIN_PSI_CASES = 100
 BAND = 0.99  # central binomial interval of the URGENT share
 PSI_WARNING = 0.25
 SITE_PREDICTIONS = "site_predictions.csv"
@@ -243,17 +247,24 @@ def report(
     warnings: list[str] = []
     band = urgent_band(expected, cases) if cases else None
     urgent = priorities[Priority.URGENT.rank] / cases if cases else None
-    if cases >= MIN_CASES and band is not None and urgent is not None:
-        if not band[0] <= urgent <= band[1]:
-            warnings.append(
-                f"URGENT share {urgent:.0%} over {cases} cases is outside its expected band "
-                f"{band[0]:.0%}-{band[1]:.0%} ({reference.source} reference "
-                f"{expected:.0%}): re-validate the model on recent local cases"
-            )
+    outside_band = band is not None and urgent is not None and not band[0] <= urgent <= band[1]
+    if cases >= MIN_CASES and outside_band and band is not None:
+        warnings.append(
+            f"URGENT share {urgent:.0%} over {cases} cases is outside its expected band "
+            f"{band[0]:.0%}-{band[1]:.0%} ({reference.source} reference "
+            f"{expected:.0%}): re-validate the model on recent local cases"
+        )
+    if cases >= MIN_PSI_CASES:
         if score is not None and score[0] > PSI_WARNING:
             warnings.append(
                 f"score distribution shifted (PSI {score[0]:.2f} > {PSI_WARNING}) over "
                 f"{cases} cases: re-validate the model on recent local cases"
+            )
+        if distance is not None and distance[0] > PSI_WARNING:
+            warnings.append(
+                f"image appearance shifted (content-check distance PSI {distance[0]:.2f} > "
+                f"{PSI_WARNING}) over {cases} cases: check the modality's export and "
+                "processing, then re-validate"
             )
     return DriftReport(
         model_version=reference.model_version,

@@ -156,6 +156,7 @@ def test_drift_stays_put_for_validation_images_and_moves_for_shifted_ones(
     shifted = _drift(classifier, [np.asarray(i, dtype=np.float32) for i in low_contrast])
     assert shifted.distance_psi is not None and shifted.distance_psi > 0.25
     assert shifted.distance_ks is not None and shifted.distance_ks > fresh.distance_ks + 0.2
+    assert any("image appearance shifted" in w for w in shifted.warnings)
 
     inverted = _drift(classifier, [255.0 - to_model_levels(i) for i in validation_sample])
     assert inverted.not_chest >= 190  # a MONOCHROME1 mistake is not scored
