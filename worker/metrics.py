@@ -8,6 +8,7 @@
 | ``cxr_triage_turnaround_seconds``        | histogram |               |
 | ``cxr_triage_pacs_results_total``        | counter   | outcome       |
 | ``cxr_triage_model_info``                | gauge = 1 | model_version |
+| ``cxr_triage_drift_*`` (:mod:`worker.drift`) | gauge   | model_version |
 
 ``processed`` counts every final outcome (done, rejected, failed); ``rejected`` breaks the
 rejections down by :class:`ingest.Reason` value. ``task_duration`` is one task, claim to
