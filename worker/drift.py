@@ -37,10 +37,17 @@ def window_report(session: Session, reference: Reference, days: int = WINDOW_DAY
 
 
 class DriftWatch:
-    """Logs the window's warnings from the worker, at most once per ``interval_s``."""
+    """Logs the window's warnings from the worker, at most once per ``interval_s``.
+
+    Never raises: it runs after a task's rows are stored, and a database hiccup here must
+    not make Celery retry work that is done.
+    """
 
     def __init__(
-        self, sessions: sessionmaker[Session], reference: Reference, interval_s: float = 300.0
+        self,
+        sessions: sessionmaker[Session],
+        reference: Reference | None,
+        interval_s: float = 300.0,
     ) -> None:
         self.sessions = sessions
         self.reference = reference
@@ -50,11 +57,15 @@ class DriftWatch:
     def check(self) -> DriftReport | None:
         """The report, when ``interval_s`` has passed since the last; warnings logged."""
         now = time.monotonic()
-        if now - self._last < self.interval_s:
+        if self.reference is None or now - self._last < self.interval_s:
             return None
         self._last = now
-        with self.sessions() as session:
-            result = window_report(session, self.reference)
+        try:
+            with self.sessions() as session:
+                result = window_report(session, self.reference)
+        except SQLAlchemyError as error:
+            log.warning("drift watch: database unavailable (%s)", type(error).__name__)
+            return None
         for warning in result.warnings:
             log.warning("drift watch (%s): %s", result.model_version, warning)
         return result
@@ -86,6 +97,10 @@ class DriftCollector:
     def __init__(self, sessions: sessionmaker[Session], reference: Reference) -> None:
         self.sessions = sessions
         self.reference = reference
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Nothing up front: registering must not query the database."""
+        return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
