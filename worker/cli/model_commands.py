@@ -391,8 +391,8 @@ def content_check_fit(
             population_quantile,
             reject_quantile,
         )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+    except (ValueError, FileNotFoundError) as error:  # not the model's data, or incomplete
+        raise typer.BadParameter(str(error), param_hint="--data") from error
     fitted = card.content_check
     typer.echo(
         f"{card.model_version}: content check on {check.dimension} features; flag above "
