@@ -116,3 +116,25 @@ def test_status_shows_the_drift_line(
     assert drift["reference"] == "validation" and drift["warnings"] == []
     text = cli(["status"], env).stdout
     assert "drift (7 d, 2 cases vs validation)" in text
+
+
+def test_a_constant_image_is_never_scored(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    classifier,  # type: ignore[no-untyped-def]
+) -> None:
+    """Refused before the model (``blank_image``, ingest) or by the content check."""
+    settings.inbox_dir.mkdir(parents=True)
+    Image.fromarray(np.full((256, 256), 128, np.uint8), mode="L").save(
+        settings.inbox_dir / "grey.png"
+    )
+    sent: list[int] = []
+    Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id)).admit(
+        settings.inbox_dir / "grey.png", Origin.LIVE
+    )
+    Pipeline(settings, sessions, lambda: classifier).triage(sent[0], token="t")
+    with sessions() as session:
+        row = session.get(WorklistEntry, sent[0])
+        assert row is not None and row.status is Status.REJECTED
+        assert row.reason in {"blank_image", "not_chest_radiograph"}
+        assert row.probability is None
