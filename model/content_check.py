@@ -22,6 +22,7 @@ the CLI's ``status`` use it without TensorFlow.
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -53,6 +54,7 @@ class ContentCheck:
     population_threshold: float
     reject_threshold: float
     reference_distances: np.ndarray  # the validation split's distances (drift reference)
+    weights_sha256: str = ""  # the model.keras the features came from
 
     def __post_init__(self) -> None:
         dim = self.mean.shape[0]
@@ -94,15 +96,19 @@ class ContentCheck:
                 whitening=self.whitening,
                 thresholds=np.array([self.population_threshold, self.reject_threshold]),
                 reference_distances=self.reference_distances,
+                weights_sha256=np.array(self.weights_sha256),
             )
         return path
 
     @classmethod
-    def load(cls, directory: Path, model_version: str) -> ContentCheck | None:
+    def load(
+        cls, directory: Path, model_version: str, weights_sha256: str | None = None
+    ) -> ContentCheck | None:
         """The check stored in ``directory``, or None if the model has none.
 
-        Raises ``ValueError`` when the file was fitted for another model: features of one
-        network mean nothing to another's statistics.
+        Raises ``ValueError`` when the file was fitted for another model (another version, or
+        other weights under the same version): features of one network mean nothing to
+        another's statistics.
         """
         path = directory / CONTENT_CHECK_FILE
         if not path.is_file():
@@ -118,6 +124,12 @@ class ContentCheck:
                     f"{path} was fitted for {fitted_for!r}, not {model_version!r}: rerun "
                     "`cxr-triage content-check fit` on this model"
                 )
+            fitted_weights = str(data["weights_sha256"]) if "weights_sha256" in data else ""
+            if weights_sha256 is not None and fitted_weights != weights_sha256:
+                raise ValueError(
+                    f"{path} was fitted on other weights than {directory}'s model.keras: "
+                    "rerun `cxr-triage content-check fit` on this model"
+                )
             population, reject = (float(t) for t in data["thresholds"])
             return cls(
                 model_version=fitted_for,
@@ -127,6 +139,7 @@ class ContentCheck:
                 population_threshold=population,
                 reject_threshold=reject,
                 reference_distances=data["reference_distances"],
+                weights_sha256=fitted_weights,
             )
 
 
@@ -137,6 +150,7 @@ def fit_content_check(
     population_quantile: float,
     reject_quantile: float,
     layers: tuple[str, ...] = FEATURE_LAYERS,
+    weights_sha256: str = "",
 ) -> ContentCheck:
     """Fit the statistics on ``train_features``; place both cut-offs on the validation ones.
 
@@ -180,4 +194,10 @@ def fit_content_check(
         population_threshold=float(population),
         reject_threshold=float(reject),
         reference_distances=distances,
+        weights_sha256=weights_sha256,
     )
+
+
+def weights_digest(path: Path) -> str:
+    """SHA-256 of a weights file: ties a fitted check to the exact network it measured."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

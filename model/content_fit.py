@@ -21,7 +21,12 @@ import numpy as np
 
 from model import dataset
 from model.card import WEIGHTS_FILE, ModelCard
-from model.content_check import FEATURE_LAYERS, ContentCheck, fit_content_check
+from model.content_check import (
+    FEATURE_LAYERS,
+    ContentCheck,
+    fit_content_check,
+    weights_digest,
+)
 from model.predict import feature_network
 
 BATCH = 64
@@ -60,6 +65,7 @@ def fit_model_directory(
         pooled_features(network, val_x),
         population_quantile,
         reject_quantile,
+        weights_sha256=weights_digest(model_dir / WEIGHTS_FILE),
     )
     check.save(model_dir)
     distances = check.reference_distances

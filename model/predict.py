@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import expit
 
 from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard
-from model.content_check import ContentCheck
+from model.content_check import ContentCheck, weights_digest
 from model.gradcam import CamFunction, gradcam_function
 from model.prediction import Label, Prediction, Priority
 from model.preprocess import PREPROCESSING_VERSION, preprocess
@@ -54,7 +54,7 @@ class Classifier:
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found beside {directory / 'model_card.json'}")
-        content_check = ContentCheck.load(directory, card.model_version)
+        content_check = ContentCheck.load(directory, card.model_version, weights_digest(weights))
         return cls(keras.models.load_model(weights, compile=False), card, content_check)
 
     @property

@@ -99,3 +99,14 @@ def test_inconsistent_quantiles_are_refused(population: float, reject: float) ->
 def test_too_few_training_images_are_refused() -> None:
     with pytest.raises(ValueError, match="too few"):
         fit_content_check("m", _features(3, 1), _features(50, 2), 0.98, 0.99)
+
+
+def test_a_check_fitted_on_other_weights_is_refused(tmp_path: Path) -> None:
+    """Same version string, retrained weights: the statistics no longer fit the features."""
+    fitted = fit_content_check(
+        "m-1", _features(300, 1), _features(100, 2), 0.98, 0.99, weights_sha256="a" * 64
+    )
+    fitted.save(tmp_path)
+    assert ContentCheck.load(tmp_path, "m-1", "a" * 64) is not None
+    with pytest.raises(ValueError, match="other weights"):
+        ContentCheck.load(tmp_path, "m-1", "b" * 64)
