@@ -7,11 +7,12 @@ read back timezone-aware on both.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     Dialect,
     Enum,
@@ -238,3 +239,22 @@ class ResultObject(Base):
         # The delivery loop's "what is due": pending rows by next attempt.
         Index("ix_result_objects_state_next_attempt_at", "state", "next_attempt_at"),
     )
+
+
+class DriftCount(Base):
+    """How many images of one day, scored by one model, fell in one bin of one measure.
+
+    The drift watch's memory (:mod:`worker.drift`): per UTC day and model version, the
+    histogram of calibrated probabilities (``score``), of content-check distances
+    (``distance``), the reading priorities (``priority``, bin = rank) and the content-check
+    verdicts (``content``). Counts are added with one upsert per bin, safe under concurrent
+    workers, and survive the purge of worklist rows. No patient data.
+    """
+
+    __tablename__ = "drift_count"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    measure: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bin: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)

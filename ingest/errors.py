@@ -35,6 +35,8 @@ class Reason(StrEnum):
     NOT_CHEST = "not_chest"
     LATERAL_VIEW = "lateral_view"
     NON_FRONTAL_VIEW = "non_frontal_view"  # oblique or decubitus: neither PA/AP nor lateral
+    # -- decided from the pixels by the model's content check (model.content_check)
+    NOT_CHEST_RADIOGRAPH = "not_chest_radiograph"
     # -- infrastructure, set by the worker, never by ingest
     PROCESSING_ERROR = "processing_error"
 

@@ -76,6 +76,8 @@ class ModelCard:
     validation_metrics: dict[str, Any] = field(default_factory=dict)
     # Set by ``cxr-triage calibrate --site``: the local sample and what it showed.
     site_calibration: dict[str, Any] = field(default_factory=dict)
+    #: How ``content_check.npz`` was fitted and what it measured (``model.content_fit``).
+    content_check: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: Path) -> Path:
         path = directory / CARD_FILE

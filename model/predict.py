@@ -7,6 +7,7 @@ temperature and thresholds. The worker builds one Classifier per process, after 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard
+from model.content_check import ContentCheck, weights_digest
 from model.gradcam import CamFunction, gradcam_function
 from model.prediction import Label, Prediction, Priority
 from model.preprocess import PREPROCESSING_VERSION, preprocess
@@ -26,7 +28,9 @@ import keras
 class Classifier:
     """A trained network plus its model card; deterministic for a given input."""
 
-    def __init__(self, network: keras.Model, card: ModelCard) -> None:
+    def __init__(
+        self, network: keras.Model, card: ModelCard, content_check: ContentCheck | None = None
+    ) -> None:
         if card.preprocessing_version != PREPROCESSING_VERSION:
             raise ValueError(
                 f"model expects preprocessing {card.preprocessing_version!r}, this code "
@@ -34,6 +38,9 @@ class Classifier:
             )
         self.network = network
         self.card = card
+        self.content_check = content_check
+        # One forward pass gives the logit and the content check's distance.
+        self._scoring = scoring_network(network, content_check) if content_check else None
         self._cams: CamFunction | None = None
 
     @classmethod
@@ -46,7 +53,8 @@ class Classifier:
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found beside {directory / 'model_card.json'}")
-        return cls(keras.models.load_model(weights, compile=False), card)
+        content_check = ContentCheck.load(directory, card.model_version, weights_digest(weights))
+        return cls(keras.models.load_model(weights, compile=False), card, content_check)
 
     @property
     def version(self) -> str:
@@ -67,12 +75,34 @@ class Classifier:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(self.network.predict_on_batch(batch))[:, 0]
 
+    def logits_and_distances(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and content-check distances ``(N,)`` each, in one forward pass."""
+        if self._scoring is None:
+            raise ValueError(f"{self.version} has no content check fitted")
+        batch = self.inputs(images)
+        if len(batch) == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        logits, distances = self._scoring.predict_on_batch(batch)
+        return np.asarray(logits)[:, 0], np.asarray(distances)
+
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Calibrated P(pneumonia) per image."""
         return self.card.operating_point.probabilities(self.logits(images))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        return [self.decide(float(p)) for p in self.probabilities(images)]
+        """One prediction per image; with a content check, its verdict and distance too."""
+        if self.content_check is None or self._scoring is None:
+            return [self.decide(float(p)) for p in self.probabilities(images)]
+        logits, distances = self.logits_and_distances(images)
+        probabilities = self.card.operating_point.probabilities(logits)
+        return [
+            dataclasses.replace(
+                self.decide(float(p)),
+                content=self.content_check.verdict(float(d)),
+                content_distance=float(d),
+            )
+            for p, d in zip(probabilities, distances, strict=True)
+        ]
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """Grad-CAM map in [0, 1] at the model's input size for one display-level image."""
@@ -113,3 +143,41 @@ class Classifier:
             threshold=point.threshold,
             model_version=self.version,
         )
+
+
+def feature_network(network: keras.Model, layers: Sequence[str]) -> keras.Model:
+    """A model on ``network``'s own layers (no copy, no retraining) with two outputs: the
+    logit and the global average of each of ``layers``, concatenated (the content check's
+    features). ``pool`` is already a global average and is taken as it is."""
+    pooled = []
+    for name in layers:
+        output = network.get_layer(name).output
+        if len(output.shape) == 4:
+            output = keras.layers.GlobalAveragePooling2D(name=f"content_{name}_gap")(output)
+        pooled.append(output)
+    features = (
+        pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="content_features")(pooled)
+    )
+    return keras.Model(network.inputs, [network.outputs[0], features], name="scoring")
+
+
+def scoring_network(network: keras.Model, check: ContentCheck) -> keras.Model:
+    """The logit and the content check's Mahalanobis distance, in one forward pass.
+
+    The whitening is a fixed dense layer on the pooled features (``f @ W - mean @ W``), so
+    the distance costs one 416 x 416 product inside TensorFlow's own thread pool; done in
+    numpy instead, OpenBLAS's threads contend with TensorFlow's on a busy two-core worker
+    and the product cost a millisecond per image instead of microseconds.
+    """
+    features_model = feature_network(network, check.layers)
+    logit, features = features_model.outputs
+    whitening = keras.layers.Dense(check.dimension, name="content_whitening", trainable=False)
+    whitened = whitening(features)
+    whitening.set_weights(
+        [
+            check.whitening.astype(np.float32),
+            (-check.mean @ check.whitening).astype(np.float32),
+        ]
+    )
+    distance = keras.ops.sqrt(keras.ops.sum(keras.ops.square(whitened), axis=-1))
+    return keras.Model(network.inputs, [logit, distance], name="scoring_with_content_check")

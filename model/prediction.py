@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from model.content_check import ContentVerdict
+
 
 class Label(StrEnum):
     NORMAL = "normal"
@@ -39,6 +41,9 @@ class Prediction:
     priority: Priority
     threshold: float  # the operating threshold the label was decided with
     model_version: str
+    #: The content check (:mod:`model.content_check`); None when the model has none fitted.
+    content: ContentVerdict | None = None
+    content_distance: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:

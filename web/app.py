@@ -17,7 +17,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from db.engine import make_engine, make_session_factory
-from web import api, pages
+from web import api, drift, pages
 from web.auth import LoginRequiredError, api_user
 from web.config import WebConfig
 from web.overlays import Thumbnails
@@ -59,6 +59,7 @@ def create_app(config: WebConfig) -> FastAPI:
     app.state.throttle = LoginThrottle(
         config.login_free_failures, config.login_backoff_base_s, config.login_backoff_max_s
     )
+    app.state.drift_reference = drift.load_reference(config.model_dir)
     app.add_middleware(
         SessionMiddleware,
         secret_key=config.session_secret,

@@ -30,6 +30,7 @@ class WebConfig:
     login_free_failures: int = 5
     login_backoff_base_s: float = 1.0
     login_backoff_max_s: float = 900.0
+    model_dir: Path | None = None  # the drift watch's reference; None: the shipped model
 
     def __post_init__(self) -> None:
         if not self.password:

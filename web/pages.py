@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from db.models import ReviewDecision
 from db.results import objects_of, summary
 from db.worklist import get_entry, review, review_history
-from web import auth
+from web import auth, drift
 from web.overlays import FULL_SIDE, THUMBNAIL_SIDE
 from web.rows import MAX_NOTE, EntryId, FilterError, Filters, check_note, next_to_read
 
@@ -86,6 +86,7 @@ def worklist(
             entry_id: summary(found)
             for entry_id, found in objects_of(session, [row.id for row in rows]).items()
         }
+        watch = drift.header_report(session, request.app.state.drift_reference)
         return render(
             request,
             "worklist.html",
@@ -95,6 +96,7 @@ def worklist(
                 "results": results,
                 "filters": filters,
                 "error": error,
+                "drift": watch,
             },
         )
 

@@ -116,9 +116,23 @@ def _serve_metrics(**_: Any) -> None:
         return
     metrics.reset_multiprocess_dir()
     try:
-        metrics.serve(port, settings.metrics_address)
+        metrics.serve(port, settings.metrics_address, collectors=_drift_collectors())
     except OSError as error:  # a second worker on this host: its children still count
         log.warning("metrics port %d unavailable (%s); not serving /metrics", port, error)
+
+
+def _drift_collectors() -> list[Any]:
+    """The drift watch's gauges; none (and a warning) if the reference cannot be read."""
+    from model.drift import Reference
+    from worker.drift import DriftCollector
+    from worker.resources import get_session_factory
+
+    try:
+        reference = Reference.load(get_settings().model_path)
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("no drift metrics: %s", error)
+        return []
+    return [DriftCollector(get_session_factory(), reference)]
 
 
 @signals.worker_process_shutdown.connect

@@ -9,6 +9,7 @@
 | ``cxr_triage_pacs_results_total``        | counter   | outcome       |
 | ``cxr_triage_model_info``                | gauge = 1 | model_version |
 | ``cxr_triage_result_objects``            | gauge     | state         |
+| ``cxr_triage_drift_*`` (:mod:`worker.drift`) | gauge   | model_version |
 
 ``processed`` counts every final outcome (done, rejected, failed); ``rejected`` breaks the
 rejections down by :class:`ingest.Reason` value. ``task_duration`` is one task, claim to
@@ -215,16 +216,19 @@ def serve(
     port: int,
     address: str = "127.0.0.1",
     result_counts: Callable[[], Mapping[str, int]] | None = result_state_counts,
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """Serve ``/metrics`` on ``port`` from this process: the children's sum in multiprocess
-    mode, this process's own metrics otherwise; plus the result objects by state. Loopback
-    unless ``address`` opens it: the endpoint has no login, and its counts and model version
-    are nobody else's business."""
+    mode, this process's own metrics otherwise; plus the result objects by state and
+    ``collectors`` (the drift watch). Loopback unless ``address`` opens it: the endpoint has
+    no login, and its counts and model version are nobody else's business."""
     registry: CollectorRegistry = REGISTRY
     if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     if result_counts is not None:
         registry.register(ResultStates(result_counts))
+    for collector in collectors:
+        registry.register(collector)
     start_http_server(port, addr=address, registry=registry)
     log.info("metrics on %s:%d/metrics", address, port)

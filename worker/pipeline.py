@@ -22,7 +22,7 @@ import logging
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -47,7 +47,9 @@ from ingest.filing import (
 from ingest.image import SourceImage
 from ingest.loading import load_scorable
 from model.prediction import Prediction
+from worker import drift
 from worker.metrics import get_metrics
+from worker.population import content_rejection, population_flags
 from worker.scoring import Scorer
 from worker.settings import Settings
 
@@ -85,6 +87,8 @@ class Pipeline:
     #: Exceptions that must reach the task runner even from per-file error handling (a
     #: time limit): the task is then retried instead of its rows being stored as failed.
     reraise: tuple[type[BaseException], ...] = ()
+    #: Called after each task: the drift watch logs its warnings (rate-limited) from here.
+    after_batch: Callable[[], object] = lambda: None
 
     def triage(self, entry_id: int, token: str) -> list[Outcome]:
         """Process ``entry_id`` (and batch-mates) for the task ``token``; see the module doc."""
@@ -111,6 +115,7 @@ class Pipeline:
             time.monotonic() - started,
             ", ".join(f"{o.entry_id}={o.status.value}" for o in outcomes),
         )
+        self.after_batch()
         return outcomes
 
     def _claim(self, entry_id: int, token: str) -> list[Job]:
@@ -174,6 +179,11 @@ class Pipeline:
         for job in jobs:
             if job.entry_id in unscored:
                 outcomes.append(unscored[job.entry_id])
+            elif (rejection := content_rejection(predictions.get(job.entry_id))) is not None:
+                outcome = self._unscored(
+                    job, Status.REJECTED, Reason.NOT_CHEST_RADIOGRAPH, rejection
+                )  # the prediction rides along for the drift watch only; it is not stored
+                outcomes.append(replace(outcome, prediction=predictions[job.entry_id]))
             elif job.entry_id in predictions:
                 destination = archive_destination(
                     self.settings.archive_dir, job.received_at, job.file_sha256, job.source_name
@@ -184,7 +194,7 @@ class Pipeline:
                         Status.DONE,
                         destination,
                         prediction=predictions[job.entry_id],
-                        flags=loaded[job.entry_id][1],
+                        flags=population_flags(predictions[job.entry_id], loaded[job.entry_id][1]),
                     )
                 )
             else:
@@ -252,6 +262,7 @@ class Pipeline:
                         outcome.detail or "",
                         destination or "",
                     )
+            drift.record(session, [o for o in outcomes if o.entry_id in recorded])
         return recorded
 
     def _file_or_leave(self, job: Job, outcome: Outcome) -> None:
@@ -310,7 +321,7 @@ def triage(entry_id: int, token: str) -> list[Outcome]:
     """The Celery task's body: the pipeline wired to this process's engine and model."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from worker.resources import get_scorer, get_session_factory
+    from worker.resources import get_drift_watch, get_scorer, get_session_factory
     from worker.settings import get_settings
     from worker.tasks import enqueue_publish
 
@@ -320,6 +331,7 @@ def triage(entry_id: int, token: str) -> list[Outcome]:
         get_scorer,
         on_scored=enqueue_publish,
         reraise=(SoftTimeLimitExceeded,),
+        after_batch=get_drift_watch().check,
     )
     return pipeline.triage(entry_id, token)
 

@@ -6,6 +6,7 @@ and must not open connections or load TensorFlow before it forks its children.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,11 @@ from db.engine import make_engine, make_session_factory
 from worker.settings import get_settings
 
 if TYPE_CHECKING:
+    from worker.drift import DriftWatch
     from worker.pipeline import Scorer
+
+
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailableError(RuntimeError):
@@ -50,3 +55,22 @@ def after_fork() -> None:
         get_engine().dispose(close=False)
     get_session_factory.cache_clear()
     get_engine.cache_clear()
+    get_drift_watch.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def get_drift_watch() -> DriftWatch:
+    """The drift watch of this process, on the model directory the scorer loads.
+
+    Without a readable reference (a model directory without validation predictions) the
+    watch still counts, but compares nothing: scoring must not depend on it.
+    """
+    from model.drift import Reference
+    from worker.drift import DriftWatch
+
+    try:
+        reference: Reference | None = Reference.load(get_settings().model_path)
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("drift watch without a reference: %s", error)
+        reference = None
+    return DriftWatch(get_session_factory(), reference)

@@ -380,6 +380,7 @@ def predict(
 
     _quiet_tensorflow()
     from ingest import IngestError, load_scorable
+    from worker.population import content_rejection, population_flags
 
     classifier = _load_classifier(model)
     results: list[dict[str, object]] = []
@@ -397,6 +398,17 @@ def predict(
             )
             continue
         result = classifier.predict([image.pixels])[0]
+        rejection = content_rejection(result)
+        if rejection is not None:
+            results.append(
+                {
+                    "file": str(path),
+                    "status": "rejected",
+                    "reason": "not_chest_radiograph",
+                    "message": rejection,
+                }
+            )
+            continue
         entry: dict[str, object] = {
             "file": str(path),
             "status": "scored",
@@ -405,7 +417,8 @@ def predict(
             "priority": str(result.priority),
             "threshold": result.threshold,
             "model_version": result.model_version,
-            "flags": list(eligibility.flags),
+            "flags": list(population_flags(result, eligibility.flags)),
+            "content_distance": result.content_distance,
         }
         if heatmap is not None:
             entry["heatmap"] = str(_write_heatmap(classifier, image.pixels, result, path, heatmap))
@@ -449,3 +462,77 @@ def _write_heatmap(
     target = out_dir / f"{source.stem}.heatmap.png"
     overlay_heatmap(grey, classifier.heatmap(grey), result_caption(result)).save(target)
     return target
+
+
+content_check_app = typer.Typer(
+    help="The content check: is an image a chest radiograph of the model's population?",
+    no_args_is_help=True,
+)
+app.add_typer(content_check_app, name="content-check", rich_help_panel="Model")
+
+
+@content_check_app.command("fit")
+def content_check_fit(
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="Model directory; content_check.npz is written beside the weights.",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="The pediatric-cxr folder the model was trained on.", exists=True, file_okay=False
+        ),
+    ],
+    population_quantile: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=1.0,
+            help="Validation quantile of the distance above which an image is flagged "
+            "outside_training_population (still scored).",
+        ),
+    ] = 0.985,
+    reject_quantile: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=1.0,
+            help="Validation quantile of the distance above which an image is rejected "
+            "not_chest_radiograph (never scored).",
+        ),
+    ] = 0.995,
+    cache_dir: Annotated[
+        Path, typer.Option(help="Where the decoded uint8 arrays are cached.")
+    ] = DEFAULT_CACHE,
+) -> None:
+    """Fit the content check on the model's training split, cut-offs on its validation split.
+
+    The weights are untouched. Refuses if the data do not give the split the model was
+    trained with. Rerun after every retraining: the statistics belong to one network.
+    """
+    _quiet_tensorflow()
+    from ingest import read_image
+    from model.content_fit import fit_model_directory
+
+    try:
+        check, card = fit_model_directory(
+            model,
+            data,
+            cache_dir,
+            lambda path: read_image(path).pixels,
+            population_quantile,
+            reject_quantile,
+        )
+    except (ValueError, FileNotFoundError) as error:  # not the model's data, or incomplete
+        raise typer.BadParameter(str(error), param_hint="--data") from error
+    fitted = card.content_check
+    typer.echo(
+        f"{card.model_version}: content check on {check.dimension} features; flag above "
+        f"{check.population_threshold:.2f}, reject above {check.reject_threshold:.2f} "
+        f"(validation: {fitted['validation_rejected']:.1%} rejected, "
+        f"{fitted['validation_flagged_or_rejected']:.1%} flagged or rejected)"
+    )

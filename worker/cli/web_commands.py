@@ -22,6 +22,7 @@ def web_config(settings: Settings) -> WebConfig:
         username=settings.web_username,
         password=password,
         secure_cookies=settings.web_secure_cookies,
+        model_dir=settings.model_path,
     )
     if settings.web_session_secret is not None:
         secret = settings.web_session_secret.get_secret_value()

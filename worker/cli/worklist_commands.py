@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,11 @@ from db.models import ReviewDecision, Status, WorklistEntry, utcnow
 from db.worklist import parse_when
 from worker.cli.app import app
 from worker.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from model.drift import DriftReport
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -222,11 +227,13 @@ def status(
             if oldest
             else None
         )
+        drift = _drift_report(session)
     report: dict[str, Any] = {
         "counts": {s.value: n for s, n in counts.items()},
         "results": {s.value: n for s, n in result_counts.items()},
         "queues": _queue_depths(),
         "oldest_waiting": oldest_info,
+        "drift": drift.as_dict() if drift else None,
     }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -241,6 +248,23 @@ def status(
         )
     else:
         typer.echo("oldest waiting: none")
+    if drift is not None:
+        typer.echo(drift.summary())
+        for warning in drift.warnings:
+            typer.echo(f"WARNING: {warning}")
+
+
+def _drift_report(session: Session) -> DriftReport | None:
+    """The drift watch's last 7 days against the model's reference (None: no reference)."""
+    from model.drift import Reference
+    from worker.drift import window_report
+
+    try:
+        reference = Reference.load(get_settings().model_path)
+    except (OSError, ValueError, KeyError) as error:
+        typer.echo(f"drift: no reference ({error})", err=True)
+        return None
+    return window_report(session, reference)
 
 
 def _queue_depths() -> dict[str, int | None]:

@@ -1,0 +1,52 @@
+"""The drift watch's counts: add a batch's histogram bins, read a window of days.
+
+Session first, never commits (the pipeline stores the counts in the same transaction as
+the rows they count, so a retried task cannot count twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import DriftCount
+
+#: ``(measure, bin) -> count``
+Bins = Mapping[tuple[str, int], int]
+
+
+def add_counts(session: Session, day: date, model_version: str, bins: Bins) -> None:
+    """Add ``bins`` to the day's counts: one ``INSERT ... ON CONFLICT DO UPDATE``."""
+    rows = [
+        {"day": day, "model_version": model_version, "measure": m, "bin": b, "count": n}
+        for (m, b), n in sorted(bins.items())
+        if n
+    ]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(DriftCount).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["day", "model_version", "measure", "bin"],
+            set_={"count": DriftCount.count + statement.excluded.count},
+        )
+    )
+
+
+def counts_since(
+    session: Session, first_day: date, model_version: str | None = None
+) -> dict[tuple[date, str], dict[tuple[str, int], int]]:
+    """``(day, model_version) -> {(measure, bin): count}`` from ``first_day`` on."""
+    query = select(DriftCount).where(DriftCount.day >= first_day)
+    if model_version is not None:
+        query = query.where(DriftCount.model_version == model_version)
+    result: dict[tuple[date, str], dict[tuple[str, int], int]] = {}
+    for row in session.scalars(query):
+        result.setdefault((row.day, row.model_version), {})[(row.measure, row.bin)] = row.count
+    return result
