@@ -85,6 +85,8 @@ class Pipeline:
     #: Exceptions that must reach the task runner even from per-file error handling (a
     #: time limit): the task is then retried instead of its rows being stored as failed.
     reraise: tuple[type[BaseException], ...] = ()
+    #: Shorter side the readers keep (``ingest.reduced``; 2x the model input), None = full.
+    decode_min_side: int | None = None
 
     def triage(self, entry_id: int, token: str) -> list[Outcome]:
         """Process ``entry_id`` (and batch-mates) for the task ``token``; see the module doc."""
@@ -134,7 +136,9 @@ class Pipeline:
             try:
                 if not stat.S_ISREG(job.source.lstat().st_mode):  # missing: FileNotFoundError
                     raise IngestError(Reason.UNSAFE_PATH, "The path is no longer a regular file.")
-                image, eligibility = load_scorable(job.source, expected_sha256=job.file_sha256)
+                image, eligibility = load_scorable(
+                    job.source, expected_sha256=job.file_sha256, min_side=self.decode_min_side
+                )
             except ContentChangedError:
                 unscored[job.entry_id] = Outcome(
                     job.entry_id,
@@ -298,7 +302,7 @@ def triage(entry_id: int, token: str) -> list[Outcome]:
     """The Celery task's body: the pipeline wired to this process's engine and model."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from worker.resources import get_scorer, get_session_factory
+    from worker.resources import get_decode_min_side, get_scorer, get_session_factory
     from worker.settings import get_settings
     from worker.tasks import enqueue_publish
 
@@ -308,6 +312,7 @@ def triage(entry_id: int, token: str) -> list[Outcome]:
         get_scorer,
         on_scored=enqueue_publish,
         reraise=(SoftTimeLimitExceeded,),
+        decode_min_side=get_decode_min_side(),
     )
     return pipeline.triage(entry_id, token)
 
