@@ -3,7 +3,8 @@
 Plain Python, no Celery: the task is one line calling :func:`triage`, and the tests drive
 :class:`Pipeline` directly. Order of effects, chosen so a crash anywhere is recoverable:
 
-1. claim the row (and up to ``batch_size - 1`` queued batch-mates) with the task's token;
+1. claim the task's rows (its admitted batch; topped up to ``batch_size`` with other queued
+   rows) with the task's token;
 2. read and score outside any transaction;
 3. store every outcome and its destination path in one transaction;
 4. only then move the originals. A crash before 4 leaves the file in the inbox with a final
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -88,12 +89,13 @@ class Pipeline:
     #: Shorter side the readers keep (``ingest.reduced``; 2x the model input), None = full.
     decode_min_side: int | None = None
 
-    def triage(self, entry_id: int, token: str) -> list[Outcome]:
-        """Process ``entry_id`` (and batch-mates) for the task ``token``; see the module doc."""
+    def triage(self, entry_ids: int | Sequence[int], token: str) -> list[Outcome]:
+        """Process the task ``token``'s rows (and batch-mates); see the module doc."""
         started = time.monotonic()
-        jobs = self._claim(entry_id, token)
+        ids = [entry_ids] if isinstance(entry_ids, int) else list(entry_ids)
+        jobs = self._claim(ids, token)
         if not jobs:
-            log.info("row %d: nothing to do (finished or held by another task)", entry_id)
+            log.info("rows %s: nothing to do (finished or held by another task)", ids)
             return []
         outcomes = self._outcomes(jobs)
         recorded = self._record(outcomes, token)
@@ -107,19 +109,19 @@ class Pipeline:
             outcomes, [job.received_at for job in jobs], time.monotonic() - started
         )
         log.info(
-            "task for row %d: %d row(s) in %.2f s (%s)",
-            entry_id,
+            "task for rows %s: %d row(s) in %.2f s (%s)",
+            ids,
             len(jobs),
             time.monotonic() - started,
             ", ".join(f"{o.entry_id}={o.status.value}" for o in outcomes),
         )
         return outcomes
 
-    def _claim(self, entry_id: int, token: str) -> list[Job]:
+    def _claim(self, entry_ids: list[int], token: str) -> list[Job]:
         stale_before = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
         held = claim_autocommit(
             self.sessions,
-            entry_id,
+            entry_ids,
             token,
             batch_size=self.settings.batch_size,
             stale_before=stale_before,
@@ -298,7 +300,7 @@ def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
     )
 
 
-def triage(entry_id: int, token: str) -> list[Outcome]:
+def triage(entry_ids: Sequence[int], token: str) -> list[Outcome]:
     """The Celery task's body: the pipeline wired to this process's engine and model."""
     from celery.exceptions import SoftTimeLimitExceeded
 
@@ -314,7 +316,7 @@ def triage(entry_id: int, token: str) -> list[Outcome]:
         reraise=(SoftTimeLimitExceeded,),
         decode_min_side=get_decode_min_side(),
     )
-    return pipeline.triage(entry_id, token)
+    return pipeline.triage(entry_ids, token)
 
 
 __all__ = ["Outcome", "Pipeline", "Scorer", "WorklistEntry", "triage"]

@@ -102,9 +102,9 @@ def test_live_arrivals_are_taken_before_a_backfill(
     }
     from worker.tasks import enqueue
 
-    def send(entry_id: int, origin: Origin) -> None:
-        sent.append((entry_id, origin))
-        enqueue(entry_id, origin)
+    def send(entry_ids: list[int], origin: Origin) -> None:
+        sent.extend((entry_id, origin) for entry_id in entry_ids)
+        enqueue(entry_ids, origin)
 
     intake = Intake(settings, sessions, send)
     for n in range(6):  # each with its own UIDs: six rows
