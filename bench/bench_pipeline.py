@@ -3,7 +3,8 @@ decode+model throughput on the same machine.
 
     python bench/bench_pipeline.py --n 500 [--bursts 3] [--model DIR]
 
-1. bare: ``load_scorable`` + ``Classifier.predict`` on the first N files in batches of
+1. bare: ``load_scorable`` (with the worker's reduced decode) + ``Classifier.predict`` on
+   the first N files in batches of
    ``CXR_BATCH_SIZE`` (8), one process, all cores, graphs traced beforehand (as a worker does
    at start-up); the better of two runs: the ceiling.
 2. pipeline: a throwaway PostgreSQL database and Redis db 14, ``cxr-triage watch`` and
@@ -16,7 +17,8 @@ decode+model throughput on the same machine.
 3. idle: single files dropped one at a time on the idle system; latency p95.
 4. message floor: N triage tasks for rows that do not exist, through the same worker: what
    Celery (with the task events Flower needs), Redis and the claim cost per message with no
-   image work at all. Each file is one task, so this bounds the pipeline from above.
+   image work at all. A task carries a batch of up to ``CXR_BATCH_SIZE`` rows, so the
+   pipeline's bound is about this figure times the batch size.
 
 Without ``--model`` and without a shipped model it uses an untrained network of the shipped
 architecture (same compute, meaningless scores).
@@ -43,7 +45,8 @@ from tests.conftest import create_pg_database, drop_pg_database
 from tests.ingest.dicom_factory import data_dir
 from tests.processes import all_final, cli, rows, running, service_env, wait_until
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+#: Redis db 14 unless CXR_TEST_REDIS_DB names another (engineers sharing a Redis each own one).
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('CXR_TEST_REDIS_DB', '14')}"
 
 
 def model_directory(requested: str | None, scratch: Path) -> Path:
@@ -73,9 +76,12 @@ def bare_throughput(model: Path, files: list[Path], batch: int = 8) -> float:
 
     classifier = Classifier.load(model)
     classifier.warm_up(batch)
+    side = classifier.card.decode_min_side  # the worker's decode (ingest.reduced)
     started = time.perf_counter()
     for i in range(0, len(files), batch):
-        classifier.predict([load_scorable(p)[0].pixels for p in files[i : i + batch]])
+        classifier.predict(
+            [load_scorable(p, min_side=side)[0].pixels for p in files[i : i + batch]]
+        )
     return len(files) / (time.perf_counter() - started)
 
 

@@ -140,19 +140,20 @@ def get_entries(session: Session, entry_ids: Collection[int]) -> list[WorklistEn
 
 def claim(
     session: Session,
-    entry_id: int,
+    entry_id: int | Sequence[int],
     token: str,
     *,
     batch_size: int,
     stale_before: datetime,
 ) -> list[WorklistEntry]:
-    """Claim ``entry_id`` for the task ``token``, plus up to ``batch_size - 1`` other queued rows.
+    """Claim ``entry_id`` (one id, or a task's batch of ids) for the task ``token``, topped up
+    to ``batch_size`` rows with other queued rows.
 
     The row is claimable when it is queued, already held by ``token`` (a redelivery or retry
     of the same task), or held by a task that started before ``stale_before`` (a worker that
     died without the broker noticing). Batch-mates are only taken when the own row is, so a
     duplicate delivery does nothing; their own tasks later find them finished and return.
-    Returns every row ``token`` now holds, own row first.
+    Returns every row ``token`` now holds, own rows first.
 
     Each statement is atomic on its own and safe to repeat under the same token, so the caller
     may run this outside a transaction (autocommit): a crash in between leaves rows that the
@@ -167,10 +168,11 @@ def claim(
     # Plain Core statements on the session's connection: most tasks of a burst find their row
     # already taken by a batch-mate's task, and should pay one statement for it, nothing more.
     connection = session.connection()
+    ids = [entry_id] if isinstance(entry_id, int) else list(entry_id)
     own = connection.execute(
         update(WorklistEntry)
         .where(
-            WorklistEntry.id == entry_id,
+            WorklistEntry.id.in_(ids),
             or_(
                 WorklistEntry.status == Status.QUEUED,
                 and_(
@@ -184,15 +186,15 @@ def claim(
         )
         .values(taken)
         .returning(WorklistEntry.id)
-    ).scalar_one_or_none()
-    if own is None:
+    ).all()
+    if not own:
         return []
-    if batch_size > 1:
+    if batch_size > len(own):
         mates = (
             select(WorklistEntry.id)
-            .where(WorklistEntry.status == Status.QUEUED, WorklistEntry.id != entry_id)
+            .where(WorklistEntry.status == Status.QUEUED, WorklistEntry.id.not_in(ids))
             .order_by(WorklistEntry.received_at, WorklistEntry.id)
-            .limit(batch_size - 1)
+            .limit(batch_size - len(own))
             .with_for_update(skip_locked=True)  # concurrent tasks take disjoint mates
             .cte("mates")  # evaluated once (a plain IN-subquery may be re-planned per row)
         )
@@ -205,7 +207,7 @@ def claim(
     held = session.scalars(
         select(WorklistEntry)
         .where(WorklistEntry.claim_token == token, WorklistEntry.status == Status.PROCESSING)
-        .order_by((WorklistEntry.id != entry_id), WorklistEntry.received_at)
+        .order_by(WorklistEntry.id.not_in(ids), WorklistEntry.received_at, WorklistEntry.id)
         .execution_options(populate_existing=True)
     )
     return list(held)
@@ -213,7 +215,7 @@ def claim(
 
 def claim_autocommit(
     sessions: sessionmaker[Session],
-    entry_id: int,
+    entry_id: int | Sequence[int],
     token: str,
     *,
     batch_size: int,

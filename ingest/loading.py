@@ -15,9 +15,12 @@ from ingest.readers import decode, read_header
 
 
 def load_scorable(
-    path: Path, expected_sha256: str | None = None
+    path: Path, expected_sha256: str | None = None, min_side: int | None = None
 ) -> tuple[SourceImage, Eligibility]:
     """Return the decoded image and its (eligible) verdict with flags.
+
+    ``min_side`` (twice the model's input for scoring) lets the reader decode at a reduced
+    resolution (:mod:`ingest.reduced`); None decodes full resolution.
 
     Raises :class:`IngestError` with the first rejection reason when the header makes
     the file ineligible, or with the reader's reason when it cannot be decoded; and
@@ -32,7 +35,7 @@ def load_scorable(
     verdict = evaluate(metadata)
     if not verdict.eligible:
         raise IngestError(verdict.reasons[0], verdict.messages[0])
-    image = decode(path, metadata)
+    image = decode(path, metadata, min_side)
     flags = verdict.flags
     if image.normalization.steps and any(s.startswith("color:") for s in image.normalization.steps):
         flags = tuple(dict.fromkeys((*flags, "color_converted")))

@@ -8,7 +8,7 @@ for anything a file can contain.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ingest.blank import check_display_levels, check_rescale
@@ -30,6 +30,7 @@ from ingest.image import ImageMetadata, SourceImage, SourceKind
 from ingest.limits import check_pixel_count, checked_file_size
 from ingest.metadata import dicom_metadata, raster_metadata
 from ingest.raster import read_raster_pixels
+from ingest.reduced import decode_for_model
 from ingest.sniff import Sniffed, sniff
 
 
@@ -38,7 +39,8 @@ class Reader:
     """One container format: how to read its header and how to decode its pixels."""
 
     header: Callable[[Path, Sniffed, str], ImageMetadata]
-    pixels: Callable[[Path, Sniffed, ImageMetadata], SourceImage]
+    #: The last argument is ``min_side`` (None: full resolution); see :mod:`ingest.reduced`.
+    pixels: Callable[[Path, Sniffed, ImageMetadata, int | None], SourceImage]
 
 
 def read_header(path: Path) -> ImageMetadata:
@@ -48,17 +50,21 @@ def read_header(path: Path) -> ImageMetadata:
     return READERS[sniffed.kind].header(path, sniffed, file_sha256(path))
 
 
-def read_image(path: Path) -> SourceImage:
-    """Decode ``path`` into display grey levels (float32 0..255, 0 = black)."""
-    return decode(path, read_header(path))
+def read_image(path: Path, min_side: int | None = None) -> SourceImage:
+    """Decode ``path`` into display grey levels (float32 0..255, 0 = black).
+
+    ``min_side``: decode only as many pixels as a consumer that needs a shorter side of
+    at least that many needs (:mod:`ingest.reduced`); None decodes full resolution.
+    """
+    return decode(path, read_header(path), min_side)
 
 
-def decode(path: Path, metadata: ImageMetadata) -> SourceImage:
+def decode(path: Path, metadata: ImageMetadata, min_side: int | None = None) -> SourceImage:
     """Decode ``path``, whose header was already read into ``metadata``."""
     sniffed = sniff(path)
     if sniffed.kind is not metadata.kind:
         raise IngestError(Reason.CORRUPT, "The file changed format after its header was read.")
-    return READERS[sniffed.kind].pixels(path, sniffed, metadata)
+    return READERS[sniffed.kind].pixels(path, sniffed, metadata, min_side)
 
 
 def _dicom_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
@@ -67,7 +73,9 @@ def _dicom_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
     return dicom_metadata(ds, path, sha256, str(uid) if uid else None)
 
 
-def _dicom_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> SourceImage:
+def _dicom_pixels(
+    path: Path, sniffed: Sniffed, metadata: ImageMetadata, min_side: int | None
+) -> SourceImage:
     if metadata.rows is not None and metadata.columns is not None:
         # Bound the claimed size from the header before Pixel Data is read into memory.
         check_pixel_count(metadata.rows, metadata.columns, 1, metadata.number_of_frames or 1)
@@ -79,7 +87,11 @@ def _dicom_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> Sour
             f"(0028,0004) Photometric Interpretation '{photometric}' is not supported.",
         )
     check_rescale(ds)  # a slope of 0 or NaN makes any picture blank: refuse before decoding
-    frame = decode_frame(ds)
+    decision = None
+    if min_side is None:
+        frame = decode_frame(ds)
+    else:
+        frame, decision = decode_for_model(ds, min_side)
     if frame.ndim not in (2, 3):
         raise IngestError(Reason.CORRUPT, f"The decoded frame has shape {frame.shape}.")
     try:
@@ -90,6 +102,8 @@ def _dicom_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> Sour
             f"The grey-level modules cannot be applied ({type(exc).__name__}: {exc}).",
         ) from exc
     check_display_levels(pixels)
+    if decision is not None:
+        normalization = replace(normalization, steps=(decision, *normalization.steps))
     return SourceImage(pixels=pixels, metadata=metadata, normalization=normalization)
 
 
@@ -97,7 +111,9 @@ def _raster_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
     return raster_metadata(path, sha256, sniffed.kind)
 
 
-def _raster_pixels(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> SourceImage:
+def _raster_pixels(
+    path: Path, sniffed: Sniffed, metadata: ImageMetadata, min_side: int | None
+) -> SourceImage:
     pixels, normalization = read_raster_pixels(path)
     check_display_levels(pixels)
     return SourceImage(pixels=pixels, metadata=metadata, normalization=normalization)

@@ -5,9 +5,9 @@ prioritising; what the queues must prevent is a live arrival waiting behind a ba
 there are two: ``cxr.live`` for files that arrive while the watcher runs and
 ``cxr.backfill`` for what the start-up rescan finds (a weekend's export, a restored share).
 Workers consume both, live first: on Redis the queues are polled in that fixed order
-(``queue_order_strategy='priority'``), so a live task is always taken before any backfill
-task; the embedded broker alternates fairly between the two, so a live task waits behind at
-most one backfill task per worker process. A deployment that wants a hard reservation runs
+(``queue_order_strategy='priority'``), and the embedded filesystem broker the same way
+(:mod:`worker.transport`), so a live task is always taken before any backfill task and
+results tasks only run when no triage task waits. A deployment that wants a hard reservation runs
 one more worker with ``--queues cxr.live``.
 
 Reliability: acks late with reject-on-worker-lost and a prefetch of one, so a task whose
@@ -54,7 +54,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             store_processed=False,
             polling_interval=0.1,
         )
+    extra: dict[str, Any] = {}
+    if settings.broker.startswith("filesystem://"):
+        from worker.transport import TRANSPORT
+
+        extra["broker_transport"] = TRANSPORT  # queues in -Q order, as on Redis
     return {
+        **extra,
         "broker_url": settings.broker,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,

@@ -1,9 +1,13 @@
-"""The watcher's callback: a stable file becomes a ``queued`` row and one task.
+"""The watcher's callback: stable files become ``queued`` rows, one task per batch of rows.
+
+A task carries up to ``CXR_BATCH_SIZE`` row ids (the rows one model call scores): one
+message per file cost about as much CPU as scoring the image.
 
 Idempotent, because the watcher may hand the same file again (after a restart, a lost task,
 or a crash between a row's final commit and the move of its original):
 
-- new content: insert the row (a burst's rows in one transaction), commit, then send the task;
+- new content: insert the row (a burst's rows in one transaction), commit, then send the
+  tasks, one per batch of rows of the same origin;
 - the same file, still waiting: send the task again if it may have been lost;
 - the same file, already final but still in the inbox: finish the move that was interrupted;
 - the same content (or SOP Instance UID) from another file: a duplicate, quarantined with a
@@ -42,11 +46,12 @@ log = logging.getLogger(__name__)
 
 DUPLICATE = "duplicate"
 
-Enqueue = Callable[[int, Origin], None]
+#: Sends one task for these committed rows (at most ``batch_size``, all of one origin).
+Enqueue = Callable[[list[int], Origin], None]
 
 
 class Admission(StrEnum):
-    QUEUED = "queued"  # a new row and its task
+    QUEUED = "queued"  # a new row, its task sent
     REQUEUED = "requeued"  # the row was waiting; its task was sent again
     WAITING = "waiting"  # the row is being processed; nothing to do
     REFILED = "refiled"  # the row was final; the original has now been moved
@@ -73,12 +78,13 @@ class Intake:
 
     def admit_many(self, files: Sequence[tuple[Path, Origin]]) -> dict[Path, Admission]:
         """Read each file's hash and header, store all new rows in one transaction, then send
-        their tasks.
+        their tasks, one per batch of up to ``batch_size`` rows.
 
         A problem with one file (unreadable just now, a failed move) hands that file back
-        (``RETRY``) and holds up no other; a broker outage hands back the files whose tasks
-        were not sent yet. A database outage raises: the watcher hands the files again, and
-        admission is idempotent.
+        (``RETRY``) and holds up no other; a task that cannot be sent hands back its batch's
+        files, and a broker outage every file whose task was not sent yet. A database outage
+        raises: the watcher hands the files again, and admission is idempotent (a row still
+        ``queued`` has its task sent again).
         """
         admissions: dict[Path, Admission] = {}
         arrivals: list[tuple[Path, Origin, Arrival]] = []
@@ -100,16 +106,21 @@ class Intake:
             for path, origin, _ in arrivals:  # each alone: only the culprit is refused
                 admissions.update(self.admit_many([(path, origin)]))
             return admissions
+        to_send: list[_Pending] = []  # rows whose task is to be sent
         for index, (snapshot, created) in enumerate(snapshots):
             path, origin, arrival = arrivals[index]
             try:
-                admissions[path] = self._dispatch(path, origin, arrival, snapshot, created)
-            except BrokerError as error:  # every later send would wait out its retries too
-                log.warning(
-                    "broker unavailable (%s): %d file(s) handed back", error, len(arrivals) - index
-                )
-                admissions.update((later, Admission.RETRY) for later, _, _ in arrivals[index:])
-                break
+                if created:
+                    to_send.append(_Pending(path, origin, snapshot.id))
+                    admissions[path] = Admission.QUEUED
+                    log.info(
+                        "row %d admitted (%s, sha256 %s)",
+                        snapshot.id,
+                        origin,
+                        arrival.file_sha256[:12],
+                    )
+                else:
+                    admissions[path] = self._known(path, arrival, snapshot, origin, to_send)
             except OSError as error:  # a move: no traceback, its paths would name the file
                 log.warning(
                     "row %d: admission not completed (%s); the file is handed back",
@@ -122,16 +133,33 @@ class Intake:
                     "row %d: admission not completed; the file is handed back", snapshot.id
                 )
                 admissions[path] = Admission.RETRY
+        self._send(to_send, admissions)
         return admissions
 
-    def _dispatch(
-        self, path: Path, origin: Origin, arrival: Arrival, snapshot: _Snapshot, created: bool
-    ) -> Admission:
-        if not created:
-            return self._known(path, arrival, snapshot, origin)
-        self.enqueue(snapshot.id, origin)
-        log.info("row %d queued (%s, sha256 %s)", snapshot.id, origin, arrival.file_sha256[:12])
-        return Admission.QUEUED
+    def _send(self, to_send: list[_Pending], admissions: dict[Path, Admission]) -> None:
+        """One task per batch of rows of one origin (live batches first), in arrival order."""
+        size = max(1, self.settings.batch_size)
+        batches: list[list[_Pending]] = []
+        for origin in (Origin.LIVE, Origin.BACKFILL):
+            rows = [pending for pending in to_send if pending.origin is origin]
+            batches.extend(rows[i : i + size] for i in range(0, len(rows), size))
+        for index, batch in enumerate(batches):
+            ids = [pending.entry_id for pending in batch]
+            try:
+                self.enqueue(ids, batch[0].origin)
+            except BrokerError as error:  # every later send would wait out its retries too
+                unsent = [pending.path for later in batches[index:] for pending in later]
+                log.warning("broker unavailable (%s): %d file(s) handed back", error, len(unsent))
+                admissions.update((path, Admission.RETRY) for path in unsent)
+                return
+            except Exception:  # this batch only: the others go on
+                log.exception("task for rows %s not sent; their files are handed back", ids)
+                admissions.update((pending.path, Admission.RETRY) for pending in batch)
+            else:
+                log.info("task sent for row(s) %s (%s)", ids, batch[0].origin)
+                for pending in batch:
+                    if pending.resent:
+                        log.info("row %d: task sent again", pending.entry_id)
 
     def _read(self, path: Path) -> Arrival | Admission:
         """The file's arrival record, or what became of a file that cannot be admitted."""
@@ -176,14 +204,20 @@ class Intake:
             patient_id=header.patient_id,
         )
 
-    def _known(self, path: Path, arrival: Arrival, entry: _Snapshot, origin: Origin) -> Admission:
+    def _known(
+        self,
+        path: Path,
+        arrival: Arrival,
+        entry: _Snapshot,
+        origin: Origin,
+        to_send: list[_Pending],
+    ) -> Admission:
         same_file = entry.source_path == str(path) and entry.file_sha256 == arrival.file_sha256
         if same_file and entry.status not in FINAL_STATUSES:
             stale = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
             if entry.status is Status.QUEUED or (entry.started_at or entry.received_at) < stale:
                 # A re-send is never a live arrival: it must not overtake files that are.
-                self.enqueue(entry.id, Origin.BACKFILL)
-                log.info("row %d: task sent again", entry.id)
+                to_send.append(_Pending(path, Origin.BACKFILL, entry.id, resent=True))
                 return Admission.REQUEUED
             return Admission.WAITING
         if same_file and entry.archived_path and not Path(entry.archived_path).exists():
@@ -275,6 +309,16 @@ class Intake:
             },
         )
         log.warning("unsafe path in the inbox quarantined unread")
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A row whose task is to be sent once the admission's rows are committed."""
+
+    path: Path
+    origin: Origin
+    entry_id: int
+    resent: bool = False
 
 
 @dataclass(frozen=True)

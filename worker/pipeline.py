@@ -3,7 +3,8 @@
 Plain Python, no Celery: the task is one line calling :func:`triage`, and the tests drive
 :class:`Pipeline` directly. Order of effects, chosen so a crash anywhere is recoverable:
 
-1. claim the row (and up to ``batch_size - 1`` queued batch-mates) with the task's token;
+1. claim the task's rows (its admitted batch; topped up to ``batch_size`` with other queued
+   rows) with the task's token;
 2. read and score outside any transaction;
 3. store every outcome and its destination path in one transaction;
 4. only then move the originals. A crash before 4 leaves the file in the inbox with a final
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -89,13 +90,16 @@ class Pipeline:
     reraise: tuple[type[BaseException], ...] = ()
     #: Called after each task: the drift watch logs its warnings (rate-limited) from here.
     after_batch: Callable[[], object] = lambda: None
+    #: Shorter side the readers keep (``ingest.reduced``; 2x the model input), None = full.
+    decode_min_side: int | None = None
 
-    def triage(self, entry_id: int, token: str) -> list[Outcome]:
-        """Process ``entry_id`` (and batch-mates) for the task ``token``; see the module doc."""
+    def triage(self, entry_ids: int | Sequence[int], token: str) -> list[Outcome]:
+        """Process the task ``token``'s rows (and batch-mates); see the module doc."""
         started = time.monotonic()
-        jobs = self._claim(entry_id, token)
+        ids = [entry_ids] if isinstance(entry_ids, int) else list(entry_ids)
+        jobs = self._claim(ids, token)
         if not jobs:
-            log.info("row %d: nothing to do (finished or held by another task)", entry_id)
+            log.info("rows %s: nothing to do (finished or held by another task)", ids)
             return []
         outcomes = self._outcomes(jobs)
         recorded = self._record(outcomes, token)
@@ -109,8 +113,8 @@ class Pipeline:
             outcomes, [job.received_at for job in jobs], time.monotonic() - started
         )
         log.info(
-            "task for row %d: %d row(s) in %.2f s (%s)",
-            entry_id,
+            "task for rows %s: %d row(s) in %.2f s (%s)",
+            ids,
             len(jobs),
             time.monotonic() - started,
             ", ".join(f"{o.entry_id}={o.status.value}" for o in outcomes),
@@ -118,11 +122,11 @@ class Pipeline:
         self.after_batch()
         return outcomes
 
-    def _claim(self, entry_id: int, token: str) -> list[Job]:
+    def _claim(self, entry_ids: list[int], token: str) -> list[Job]:
         stale_before = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
         held = claim_autocommit(
             self.sessions,
-            entry_id,
+            entry_ids,
             token,
             batch_size=self.settings.batch_size,
             stale_before=stale_before,
@@ -139,7 +143,9 @@ class Pipeline:
             try:
                 if not stat.S_ISREG(job.source.lstat().st_mode):  # missing: FileNotFoundError
                     raise IngestError(Reason.UNSAFE_PATH, "The path is no longer a regular file.")
-                image, eligibility = load_scorable(job.source, expected_sha256=job.file_sha256)
+                image, eligibility = load_scorable(
+                    job.source, expected_sha256=job.file_sha256, min_side=self.decode_min_side
+                )
             except ContentChangedError:
                 unscored[job.entry_id] = Outcome(
                     job.entry_id,
@@ -317,11 +323,16 @@ def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
     )
 
 
-def triage(entry_id: int, token: str) -> list[Outcome]:
+def triage(entry_ids: Sequence[int], token: str) -> list[Outcome]:
     """The Celery task's body: the pipeline wired to this process's engine and model."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from worker.resources import get_drift_watch, get_scorer, get_session_factory
+    from worker.resources import (
+        get_decode_min_side,
+        get_drift_watch,
+        get_scorer,
+        get_session_factory,
+    )
     from worker.settings import get_settings
     from worker.tasks import enqueue_publish
 
@@ -332,8 +343,9 @@ def triage(entry_id: int, token: str) -> list[Outcome]:
         on_scored=enqueue_publish,
         reraise=(SoftTimeLimitExceeded,),
         after_batch=get_drift_watch().check,
+        decode_min_side=get_decode_min_side(),
     )
-    return pipeline.triage(entry_id, token)
+    return pipeline.triage(entry_ids, token)
 
 
 __all__ = ["Outcome", "Pipeline", "Scorer", "WorklistEntry", "triage"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -47,6 +48,25 @@ def get_scorer() -> Scorer:
         return Classifier.load(get_settings().model_path)
     except (OSError, ValueError) as error:
         raise ModelUnavailableError(f"cannot load the model: {error}") from error
+
+
+@lru_cache(maxsize=1)
+def get_decode_min_side() -> int | None:
+    """Shorter side to decode at for the configured model (its card; no TensorFlow).
+
+    None (full decode) when the card cannot be read: loading the model then fails with
+    the reason, and the reduced decode is only ever an optimisation.
+    """
+    from model.card import SHIPPED_DIR, ModelCard
+
+    path = get_settings().model_path
+    directory = Path(path) if path is not None else SHIPPED_DIR
+    if directory.is_file():  # CXR_MODEL_PATH may name the .keras file itself
+        directory = directory.parent
+    try:
+        return ModelCard.load(directory).decode_min_side
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def after_fork() -> None:

@@ -50,11 +50,9 @@ def worker_argv(
     hostname: str | None = None,
 ) -> list[str]:
     """Arguments for ``celery worker`` with the options this system relies on."""
-    if pool is None:
-        pool = "solo" if settings.embedded_broker else "prefork"
     argv = [
         "worker",
-        f"--pool={pool}",
+        f"--pool={pool or 'prefork'}",
         f"--concurrency={concurrency or settings.worker_concurrency}",
         f"--queues={queues or ','.join(QUEUES)}",
         "--prefetch-multiplier=1",

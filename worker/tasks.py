@@ -1,7 +1,8 @@
 """Celery tasks: thin wrappers that pass ids, never objects (Celery's ``proj/tasks.py``).
 
-Only the row id crosses the broker: file names can carry patient names, and Flower shows
-task arguments to every operator.
+Only row ids cross the broker: file names can carry patient names, and Flower shows task
+arguments to every operator. A triage task carries the ids of one admitted batch (up to
+``CXR_BATCH_SIZE`` rows, scored by one model call), so Flower shows which rows it holds.
 """
 
 from __future__ import annotations
@@ -38,15 +39,16 @@ TRANSIENT_ERRORS = (OperationalError, DBAPIError, BrokerError, ModelUnavailableE
     retry_jitter=True,
     max_retries=30,
 )
-def triage(self: Task, entry_id: int) -> None:
-    pipeline.triage(entry_id, token=str(self.request.id))
+def triage(self: Task, entry_ids: list[int] | int) -> None:
+    ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
+    pipeline.triage(ids, token=str(self.request.id))
 
 
-def enqueue(entry_id: int, origin: Origin) -> None:
-    """Send the task for a committed row: live arrivals ahead of a backfill."""
+def enqueue(entry_ids: list[int], origin: Origin) -> None:
+    """Send one task for a batch of committed rows: live arrivals ahead of a backfill."""
     queue = BACKFILL_QUEUE if origin is Origin.BACKFILL else LIVE_QUEUE
     triage.apply_async(
-        args=(entry_id,),
+        args=(list(entry_ids),),
         queue=queue,
         retry=True,
         retry_policy={"max_retries": 5, "interval_start": 0.5, "interval_step": 1.0},

@@ -245,3 +245,50 @@ def test_concurrent_tasks_claiming_outside_transactions_take_every_row_once(
         rows = session.query(WorklistEntry).all()
     assert {row.status for row in rows} == {Status.PROCESSING}
     assert {row.attempts for row in rows} == {1}
+
+
+def test_claiming_a_batch_takes_its_free_rows_first_then_tops_up(sessions: Sessions) -> None:
+    ids = [add(sessions, n) for n in range(1, 8)]
+    long_ago = utcnow() - timedelta(hours=1)
+    with sessions.begin() as session:  # another task holds one row of the batch
+        claim(session, ids[4], "task-b", batch_size=1, stale_before=long_ago)
+    with sessions.begin() as session:
+        held = claim(session, ids[3:6], "task-a", batch_size=4, stale_before=long_ago)
+        # its free rows (3, 5), then the oldest queued rows up to the batch size
+        assert [e.id for e in held] == [ids[3], ids[5], ids[0], ids[1]]
+    with sessions.begin() as session:  # every row of the batch is held: a no-op
+        assert claim(session, [ids[4], ids[5]], "task-c", batch_size=4, stale_before=long_ago) == []
+
+
+def test_concurrent_batched_tasks_take_every_row_once(sessions: Sessions) -> None:
+    """The race test with one message per admitted batch of 8 rows, delivered twice."""
+    ids = [add(sessions, n) for n in range(1, 201)]
+    batches = [ids[i : i + 8] for i in range(0, len(ids), 8)]
+    held: dict[str, list[int]] = {}
+
+    def task(order: list[int]) -> None:
+        long_ago = utcnow() - timedelta(hours=1)
+        for index in order:  # the token is the message's: a duplicate delivery shares it
+            token = f"message-{index}"
+            rows = claim_autocommit(
+                sessions, batches[index], token, batch_size=8, stale_before=long_ago
+            )
+            held.setdefault(token, []).extend(row.id for row in rows)
+
+    count = len(batches)
+    orders = [list(range(count)), list(reversed(range(count)))]
+    orders += [[(i * 7 + n) % count for i in range(count)] for n in (3, 11)]
+    threads = [threading.Thread(target=task, args=(order,)) for order in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    owner: dict[int, set[str]] = {}
+    for token, rows in held.items():
+        for entry_id in rows:
+            owner.setdefault(entry_id, set()).add(token)
+    assert sorted(owner) == ids  # every row claimed
+    assert all(len(tokens) == 1 for tokens in owner.values())  # by exactly one task
+    with sessions() as session:
+        rows = session.query(WorklistEntry).all()
+    assert all(r.status == Status.PROCESSING and r.attempts >= 1 for r in rows)

@@ -212,6 +212,7 @@ def test_embedded_default_in_one_command(tmp_path: Path, model_dir: Path) -> Non
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
         code = process.wait(timeout=120)
     assert code == 0, log.read_text()[-3000:]
+    assert "concurrency: 2 (prefork)" in log.read_text()  # both cores, as in server mode
     env["CXR_DATA_DIR"] = str(data)
     env["CXR_INBOX"] = str(inbox)
     # archive and quarantine default to folders under the data directory

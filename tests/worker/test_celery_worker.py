@@ -102,9 +102,9 @@ def test_live_arrivals_are_taken_before_a_backfill(
     }
     from worker.tasks import enqueue
 
-    def send(entry_id: int, origin: Origin) -> None:
-        sent.append((entry_id, origin))
-        enqueue(entry_id, origin)
+    def send(entry_ids: list[int], origin: Origin) -> None:
+        sent.extend((entry_id, origin) for entry_id in entry_ids)
+        enqueue(entry_ids, origin)
 
     intake = Intake(settings, sessions, send)
     for n in range(6):  # each with its own UIDs: six rows
@@ -119,3 +119,48 @@ def test_live_arrivals_are_taken_before_a_backfill(
     finished = sorted(rows(pg_url), key=lambda r: r.finished_at)  # type: ignore[arg-type, return-value]
     assert finished[0].source_name == "live.dcm", [r.source_name for r in finished]
     assert json.dumps([o.value for _, o in sent]).count("backfill") == 6
+
+
+def test_each_task_names_its_batch_of_row_ids_for_flower(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """Five new files, batch size 3: two messages on the live queue, whose arguments (what
+    Flower shows) are the row ids [[1, 2, 3]] and [[4, 5]]; no file name, no patient data."""
+    import base64
+
+    import redis as redis_client
+
+    from db.engine import make_engine, make_session_factory
+    from ingest.watcher import Origin
+    from worker.celery_app import LIVE_QUEUE
+    from worker.intake import Intake
+    from worker.settings import Settings
+
+    env = service_env(tmp_path, pg_url, redis_url, CXR_BATCH_SIZE="3")
+    cli(["db", "upgrade"], env)
+    settings = Settings(**{k[4:].lower(): v for k, v in env.items() if k.startswith("CXR_")})
+    settings.inbox_dir.mkdir(parents=True)
+    engine = make_engine(pg_url)
+    import worker.celery_app as celery_module
+
+    celery_module.app.conf.broker_url = redis_url
+    from worker.tasks import enqueue
+
+    files = [
+        copy_jpeg(j, settings.inbox_dir / f"person{n}.jpeg") for n, j in enumerate(dataset_jpegs(5))
+    ]
+    Intake(settings, make_session_factory(engine), enqueue).admit_many(
+        [(path, Origin.LIVE) for path in files]
+    )
+    engine.dispose()
+    ids = sorted(row.id for row in rows(pg_url))
+    broker = redis_client.Redis.from_url(redis_url)
+    messages = [json.loads(raw) for raw in reversed(broker.lrange(LIVE_QUEUE, 0, -1))]
+    assert [m["headers"]["task"] for m in messages] == ["cxr.triage", "cxr.triage"]
+    assert [m["headers"]["argsrepr"] for m in messages] == [
+        repr((ids[:3],)),
+        repr((ids[3:],)),
+    ]
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    assert [body[0] for body in bodies] == [[ids[:3]], [ids[3:]]]
+    assert not any("person" in json.dumps(m) for m in messages)

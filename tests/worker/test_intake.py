@@ -20,8 +20,15 @@ from worker.settings import Settings
 
 
 class Sent(list[tuple[int, Origin]]):
-    def __call__(self, entry_id: int, origin: Origin) -> None:
-        self.append((entry_id, origin))
+    """Every row id sent, flattened; ``messages`` keeps each task's batch of ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[tuple[list[int], Origin]] = []
+
+    def __call__(self, entry_ids: list[int], origin: Origin) -> None:
+        self.messages.append((list(entry_ids), origin))
+        self.extend((entry_id, origin) for entry_id in entry_ids)
 
 
 def _intake(settings: Settings, sessions: sessionmaker[Session]) -> tuple[Intake, Sent]:
@@ -151,12 +158,13 @@ def test_a_task_that_cannot_be_sent_hands_back_its_file_and_spares_the_others(
     sent: list[int] = []
     failures = {2: RuntimeError("a bug in sending"), 3: BrokerError("broker down")}
 
-    def enqueue(entry_id: int, origin: Origin) -> None:
+    def enqueue(entry_ids: list[int], origin: Origin) -> None:
+        (entry_id,) = entry_ids  # batch size 1: one row per task
         if entry_id in failures:
             raise failures.pop(entry_id)
         sent.append(entry_id)
 
-    intake = Intake(settings, sessions, enqueue)
+    intake = Intake(settings.model_copy(update={"batch_size": 1}), sessions, enqueue)
     files = [
         copy_jpeg(jpeg, settings.inbox_dir / f"{n}.jpeg") for n, jpeg in enumerate(dataset_jpegs(4))
     ]
@@ -171,3 +179,35 @@ def test_a_task_that_cannot_be_sent_hands_back_its_file_and_spares_the_others(
     assert sent == [1] and len(_rows(sessions)) == 4  # rows committed, nothing lost
     again = intake.admit_many([(path, Origin.LIVE) for path in files[1:]])
     assert set(again.values()) == {Admission.REQUEUED} and sent == [1, 2, 3, 4]
+
+
+def test_one_task_per_batch_of_rows_and_a_failed_send_hands_back_that_batch_only(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """Seven new files, batch size 3: tasks of 3, 3 and 1 rows, live before backfill; a task
+    that cannot be sent hands back its own three files, which are sent again later."""
+    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    messages: list[tuple[list[int], Origin]] = []
+    fail_once = [True]
+
+    def enqueue(entry_ids: list[int], origin: Origin) -> None:
+        if len(messages) == 1 and fail_once[0]:
+            fail_once[0] = False
+            raise RuntimeError("a bug in sending")
+        messages.append((list(entry_ids), origin))
+
+    intake = Intake(settings.model_copy(update={"batch_size": 3}), sessions, enqueue)
+    jpegs = dataset_jpegs(7)
+    files = [copy_jpeg(j, settings.inbox_dir / f"{n}.jpeg") for n, j in enumerate(jpegs)]
+    origins = [Origin.BACKFILL, *[Origin.LIVE] * 5, Origin.BACKFILL]
+    admissions = intake.admit_many(list(zip(files, origins, strict=True)))
+    ids = {row.source_path: row.id for row in _rows(sessions)}
+    live = [ids[str(f)] for f, o in zip(files, origins, strict=True) if o is Origin.LIVE]
+    backfill = [ids[str(f)] for f, o in zip(files, origins, strict=True) if o is Origin.BACKFILL]
+    # the second live batch failed: its files are handed back, the backfill batch still sent
+    assert messages == [(live[:3], Origin.LIVE), (backfill, Origin.BACKFILL)]
+    handed_back = [f for f, a in admissions.items() if a is Admission.RETRY]
+    assert [ids[str(f)] for f in handed_back] == live[3:]
+    again = intake.admit_many([(f, Origin.LIVE) for f in handed_back])
+    assert set(again.values()) == {Admission.REQUEUED}
+    assert messages[-1] == (live[3:], Origin.BACKFILL)  # a re-send never counts as live

@@ -36,7 +36,7 @@ def queued(settings: Settings, sessions: sessionmaker[Session], tmp_path: Path) 
         truncated_copy(jpegs[1], settings.inbox_dir / "truncated.jpeg", keep=0.3),
     ]
     sent: list[int] = []
-    intake = Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id))
+    intake = Intake(settings, sessions, lambda entry_ids, origin: sent.extend(entry_ids))
     for path in files:
         intake.admit(path, Origin.LIVE)
     return sent

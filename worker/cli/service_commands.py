@@ -50,10 +50,10 @@ def run(
     service.configure_logging(settings.log_level)
     migrate.upgrade(settings.db_url)
     env = dict(os.environ)
-    if settings.embedded_broker:
-        env["CXR_WORKER_CONCURRENCY"] = "1"  # one solo worker: give it every core
+    # Prefork with CXR_WORKER_CONCURRENCY processes (2) on every broker: one solo process
+    # used one core, the slowest mode of all on a 2-core machine.
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
-    argv += service.worker_argv(settings, concurrency=1 if settings.embedded_broker else None)
+    argv += service.worker_argv(settings)
     # Own session: Ctrl-C reaches only us, and we stop the worker once, warmly.
     worker_process = subprocess.Popen(argv, env=env, start_new_session=True)
     stop = threading.Event()
@@ -113,9 +113,7 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Worker processes (default CXR_WORKER_CONCURRENCY)")
     ] = None,
-    pool: Annotated[
-        str | None, typer.Option(help="prefork (default with Redis) or solo (embedded)")
-    ] = None,
+    pool: Annotated[str | None, typer.Option(help="prefork (default) or solo")] = None,
     queues: Annotated[
         str | None, typer.Option(help="Comma-separated queues, in consumption order")
     ] = None,
