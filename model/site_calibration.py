@@ -45,6 +45,8 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 from model.calibration import threshold_for_sensitivity
 from model.card import CARD_FILE, ModelCard, OperatingPoint
+from model.dataset import LABELS
+from model.drift import SITE_PREDICTIONS
 from model.evaluate import Rejected, Scored, labelled_files, score_folder, write_evaluation
 from model.metrics import classification_metrics
 from model.predict import Classifier
@@ -248,6 +250,7 @@ def calibrate_site(
     )
     _copy_model_files(source_dir, out_dir)
     card.save(out_dir)
+    _write_site_predictions(out_dir / SITE_PREDICTIONS, scored, point.probabilities(logits))
     return SiteCalibration(card, before, after, cross)
 
 
@@ -327,6 +330,17 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     kept = {k: metrics[k] for k in _HEADLINE if k in metrics}
     kept["sensitivity_at_suspect_threshold"] = metrics.get("sensitivity_at_suspect_threshold")
     return kept
+
+
+def _write_site_predictions(path: Path, scored: list[Scored], probabilities: np.ndarray) -> None:
+    """The drift watch's reference (``model.drift``) once this site model is in use. Files
+    are named by content hash: a site's file names may carry patient names."""
+    lines = ["file,label,probability"]
+    lines += [
+        f"{hashlib.sha256(s.path.read_bytes()).hexdigest()[:16]},{LABELS[s.label]},{p:.6f}"
+        for s, p in zip(scored, probabilities, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _copy_model_files(source_dir: Path, out_dir: Path) -> None:

@@ -177,6 +177,9 @@ def test_site_model_directory_records_the_calibration(site_model: Path) -> None:
     assert after["sensitivity"] >= 0.95
     assert set(after["ci95"]) >= {"sensitivity", "specificity", "roc_auc"}
     assert (site_model / "model.keras").is_file()
+    predictions = (site_model / "site_predictions.csv").read_text().splitlines()
+    assert predictions[0] == "file,label,probability" and len(predictions) == 126
+    assert not any("person" in line or ".jpeg" in line for line in predictions)  # no names
     for plot in ("roc.png", "calibration.png", "confusion.png"):
         assert (site_model / "evaluation" / "after" / plot).is_file()
         assert (site_model / "evaluation" / "before" / plot).is_file()
