@@ -56,6 +56,7 @@ class TrainConfig:
     suspect_target_sensitivity: float = 0.99
     max_images: int | None = None  # subsample (stratified by class) for smoke runs
     field_of_view: bool = True  # random crops that take away the framing shortcut
+    fov: FieldOfView = field(default_factory=FieldOfView)  # their distribution
     init_from: Path | None = None  # start from this model directory's weights
     steps_per_epoch: int | None = None
     model_version: str = field(default_factory=lambda: datetime.now(UTC).strftime("cxr-%Y%m%d"))
@@ -164,6 +165,9 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
             ),
             "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, TF {tf.__version__}",
             "parameters": int(net.count_params()),
+            "initialised_from": (
+                ModelCard.load(config.init_from).model_version if config.init_from else None
+            ),
         },
         data={
             "source": "Kermany et al. 2018 pediatric chest X-ray, train folder (+16-image val)",
@@ -191,7 +195,7 @@ def _field_of_view_views(
     mixes them, as it does the cached squares.
     """
     rng = np.random.default_rng(config.seed)
-    fov = FieldOfView()
+    fov = config.fov
     squashed = [r.squashed_copy for r in records]
     size = config.input_size
 

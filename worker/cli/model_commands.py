@@ -108,6 +108,12 @@ def train(
             "so the film's framing carries no label information."
         ),
     ] = True,
+    fov_full_view: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of uncropped training views.")
+    ] = 0.2,
+    fov_max_aspect: Annotated[
+        float, typer.Option(min=1.2, max=3.0, help="Widest training crop (width/height).")
+    ] = 1.9,
 ) -> None:
     """Train the CNN on a patient-level split, calibrate it and write a model directory.
 
@@ -116,6 +122,7 @@ def train(
     """
     _quiet_tensorflow()
     from ingest import read_image
+    from model.geometry import FieldOfView
     from model.train import TrainConfig
     from model.train import train as run_training
 
@@ -135,6 +142,7 @@ def train(
         max_images=max_images,
         steps_per_epoch=steps_per_epoch,
         field_of_view=field_of_view,
+        fov=FieldOfView(aspect=(0.95, fov_max_aspect), full_view=fov_full_view),
         init_from=init_from,
     )
     if model_version:
