@@ -123,6 +123,9 @@ class WorklistEntry(Base):
     reason_detail: Mapped[str | None] = mapped_column(Text)  # a sentence without PHI
     claim_token: Mapped[str | None] = mapped_column(String(64))  # the Celery task holding it
     attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # -- the claim's lease: renewed by the live worker node, taken over once expired
+    claimed_by: Mapped[str | None] = mapped_column(String(255))  # host:pid of the process
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # -- the triage result
     probability: Mapped[float | None] = mapped_column(Float)
     label: Mapped[str | None] = mapped_column(String(16))
@@ -146,6 +149,8 @@ class WorklistEntry(Base):
         # Counts by status, the oldest waiting case, filters by status and date.
         Index("ix_worklist_status_received_at", "status", "received_at"),
         Index("ix_worklist_received_at", "received_at"),
+        # The lease sweeper's "expired claims" query, every few seconds on every worker node.
+        Index("ix_worklist_lease_expires_at", "lease_expires_at"),
     )
 
     @property

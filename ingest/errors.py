@@ -36,6 +36,7 @@ class Reason(StrEnum):
     NON_FRONTAL_VIEW = "non_frontal_view"  # oblique or decubitus: neither PA/AP nor lateral
     # -- infrastructure, set by the worker, never by ingest
     PROCESSING_ERROR = "processing_error"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"  # claimed max_attempts times, never finished
 
 
 class IngestError(Exception):
