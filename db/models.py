@@ -149,8 +149,9 @@ class WorklistEntry(Base):
         # Counts by status, the oldest waiting case, filters by status and date.
         Index("ix_worklist_status_received_at", "status", "received_at"),
         Index("ix_worklist_received_at", "received_at"),
-        # The lease sweeper's "expired claims" query, every few seconds on every worker node.
-        Index("ix_worklist_lease_expires_at", "lease_expires_at"),
+        # The lease keeper's "expired claims" query, every few seconds on every worker node:
+        # status first, so the final rows (whose old leases are all past) are never scanned.
+        Index("ix_worklist_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
     @property

@@ -28,11 +28,13 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True)
         )
-    op.create_index("ix_worklist_lease_expires_at", "worklist", ["lease_expires_at"])
+    op.create_index(
+        "ix_worklist_status_lease_expires_at", "worklist", ["status", "lease_expires_at"]
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_worklist_lease_expires_at", table_name="worklist")
+    op.drop_index("ix_worklist_status_lease_expires_at", table_name="worklist")
     with op.batch_alter_table("worklist") as batch:
         batch.drop_column("lease_expires_at")
         batch.drop_column("claimed_by")
