@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +53,16 @@ def staged_path(inbox: Path, entry_id: int) -> Path:
 def stage(source: Path, staged: Path) -> Path:
     """Rename ``source`` to ``staged`` unless an earlier attempt already did; return ``staged``.
 
-    Raises ``FileNotFoundError`` when neither exists (the file left the inbox). A symlink
-    is moved as a link, never followed. Across filesystems (an inbox sub-folder that is a
-    mount point) the bytes are copied and the source removed, as :func:`move_into_place` does.
+    Raises ``FileNotFoundError`` when neither exists (the file left the inbox), and when a
+    folder now has the file's name: a folder is never taken (it may hold other arrivals). A
+    symlink is moved as a link, never followed. Across filesystems (an inbox sub-folder that
+    is a mount point) the bytes are copied and the source removed, as
+    :func:`move_into_place` does.
     """
     if staged.exists() or staged.is_symlink():
         return staged
+    if stat.S_ISDIR(source.lstat().st_mode):
+        raise FileNotFoundError(errno.ENOENT, "a folder now has the file's name")
     staged.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         source.rename(staged)
@@ -65,6 +70,9 @@ def stage(source: Path, staged: Path) -> Path:
         if error.errno != errno.EXDEV:
             raise
         move_into_place(source, staged)
+    if stat.S_ISDIR(staged.lstat().st_mode):  # swapped for a folder in between: give it back
+        staged.rename(source)
+        raise FileNotFoundError(errno.ENOENT, "a folder now has the file's name")
     return staged
 
 

@@ -36,8 +36,6 @@ from worker.pipeline import Pipeline, Scorer
 from worker.results import publish_rows
 from worker.settings import Settings
 
-pytestmark = pytest.mark.tf
-
 
 @pytest.fixture(scope="module")
 def scorer() -> Scorer:
@@ -91,6 +89,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("resend", [rename_over, rewrite_in_place])
 def test_a_file_replaced_while_scored_keeps_each_patient_on_its_own_row_and_results(
     settings: Settings,
@@ -148,3 +147,72 @@ def test_a_file_replaced_while_scored_keeps_each_patient_on_its_own_row_and_resu
         assert result.PatientID == studies[result.StudyInstanceUID], path.name
     assert sorted(pydicom.dcmread(p).PatientID for p in results) == ["PAT-A"] * 2 + ["PAT-B"] * 2
     assert os.listdir(settings.outbox_dir)  # the SR/SC were written, not skipped
+
+
+def test_a_folder_that_took_the_files_name_is_left_alone(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """Hostile: after admission the file is replaced by a folder of the same name holding
+    other arrivals. The row fails (its file left the inbox); the folder is not taken."""
+    inbox = settings.inbox_dir
+    inbox.mkdir(parents=True)
+    patient_radiograph(inbox / "scan.dcm", np.zeros((64, 64), np.uint8), "PAT-A")
+    intake = Intake(settings, sessions, lambda entry_id, origin: None)
+    assert intake.admit(inbox / "scan.dcm", Origin.LIVE) is Admission.QUEUED
+    (inbox / "scan.dcm").unlink()
+    (inbox / "scan.dcm").mkdir()
+    (inbox / "scan.dcm" / "other.dcm").write_bytes(b"another arrival")
+
+    def no_model() -> Scorer:
+        raise AssertionError("nothing here is scorable")
+
+    (outcome,) = Pipeline(settings, sessions, no_model).triage(1, token="t")
+    assert (outcome.status, outcome.destination) == (Status.FAILED, None)
+    assert (inbox / "scan.dcm" / "other.dcm").read_bytes() == b"another arrival"
+    assert not staging_dir(inbox).exists()
+
+
+@pytest.mark.tf
+def test_a_file_rewritten_through_an_open_handle_while_scored_is_not_filed_as_the_row(
+    settings: Settings, sessions: sessionmaker[Session], scorer: Scorer, tmp_path: Path
+) -> None:
+    """A sender that still holds the file open rewrites the very inode the worker staged.
+    Staging cannot stop that; the fingerprint check after scoring must: the old row keeps
+    no result, and the new bytes go back to the inbox to become patient B's row."""
+    rng = np.random.default_rng(13)
+    inbox = settings.inbox_dir
+    inbox.mkdir(parents=True)
+    patient_radiograph(inbox / "scan.dcm", rng.integers(0, 256, (256, 256), np.uint8), "PAT-A")
+    patient_b = patient_radiograph(
+        tmp_path / "b.dcm", rng.integers(0, 256, (256, 256), np.uint8), "PAT-B"
+    )
+    intake = Intake(settings, sessions, lambda entry_id, origin: None)
+    assert intake.admit(inbox / "scan.dcm", Origin.LIVE) is Admission.QUEUED
+    published: list[int] = []
+    with (inbox / "scan.dcm").open("r+b") as held:  # opened before the worker staged it
+
+        def rewrite() -> None:
+            held.seek(0)
+            held.truncate(0)
+            held.write(patient_b)
+            held.flush()
+
+        resending = ResendingScorer(scorer, rewrite)
+        (outcome,) = Pipeline(
+            settings, sessions, lambda: resending, on_scored=published.extend
+        ).triage(1, token="task-a")
+    assert (outcome.status, outcome.destination) == (Status.FAILED, None)
+    assert "rewritten" in (outcome.detail or "")
+    assert (inbox / "scan.dcm").read_bytes() == patient_b, "back in the inbox, a new arrival"
+    assert intake.admit(inbox / "scan.dcm", Origin.LIVE) is Admission.QUEUED
+    Pipeline(settings, sessions, lambda: scorer, on_scored=published.extend).triage(2, "task-b")
+    assert published == [2]
+    with sessions() as session:
+        rows = list(session.scalars(select(WorklistEntry).order_by(WorklistEntry.id)))
+    assert [(r.status, r.patient_id) for r in rows] == [
+        (Status.FAILED, "PAT-A"),
+        (Status.DONE, "PAT-B"),
+    ]
+    archived = [p for p in settings.archive_dir.rglob("*") if p.is_file()]
+    assert [sha256(p) for p in archived] == [hashlib.sha256(patient_b).hexdigest()]
+    assert pydicom.dcmread(archived[0], stop_before_pixels=True).PatientID == "PAT-B"
