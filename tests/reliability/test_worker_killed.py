@@ -135,3 +135,37 @@ def test_a_dead_nodes_claims_are_taken_over_by_a_running_worker_within_a_minute(
     stack.assert_filed_once()
     assert len(list(stack.archive.rglob("*_slow.dcm"))) == 1
     assert "took over" in "".join(stack.log(n).read_text() for n in ("one", "two"))
+
+
+def test_a_file_that_keeps_killing_its_worker_is_failed_after_max_attempts(
+    tmp_path: Path, pg_url: str, private_redis: PrivateRedis, model_dir: Path
+) -> None:
+    """The poison file: its pool process is SIGKILLed (as the OOM killer would) on every
+    attempt. After CXR_MAX_ATTEMPTS (2 here, to spare a third TensorFlow start) the next
+    delivery fails the row as ``too_many_attempts`` and quarantines the file unread."""
+    stack = Stack(tmp_path, pg_url, private_redis.url, model_dir, CXR_MAX_ATTEMPTS="2")
+    stack.upgrade()
+    slow_dicom(stack.staging / "slow.dcm")
+    with stack.worker("worker", 1) as worker, stack.watcher():
+        stack.drop(stack.staging / "slow.dcm")
+        for attempt in (1, 2):
+            wait_until(lambda: len(children(worker.pid)) == 1, 180, "a pool process", stack.logs)
+            wait_until(
+                lambda a=attempt: any(
+                    r.status == Status.PROCESSING and r.attempts == a for r in stack.rows()
+                ),
+                120,
+                f"attempt {attempt} in flight",
+                stack.logs,
+            )
+            (victim,) = children(worker.pid)
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda v=victim: not alive(v), 10, "the pool process to die")
+        wait_until(lambda: stack.statuses() == {Status.FAILED: 1}, 240, "given up", stack.logs)
+        assert worker.poll() is None
+    (row,) = stack.rows()
+    assert (row.reason, row.attempts) == ("too_many_attempts", 3)
+    quarantined = Path(row.archived_path or "")
+    assert quarantined.parent == stack.quarantine / "too_many_attempts"
+    assert quarantined.with_name(quarantined.name + ".json").is_file()
+    stack.assert_filed_once()
