@@ -128,7 +128,7 @@ class LeaseKeeper:
             taken = leases.requeue(session, expired, now, resend_at)
         if taken:
             log.warning(
-                "took over %d row(s) whose worker stopped renewing its claim: %s",
+                "took over %d row(s) whose claim expired (worker gone) or task was lost: %s",
                 len(taken),
                 ", ".join(map(str, taken)),
             )
