@@ -126,6 +126,9 @@ class WorklistEntry(Base):
     reason_detail: Mapped[str | None] = mapped_column(Text)  # a sentence without PHI
     claim_token: Mapped[str | None] = mapped_column(String(64))  # the Celery task holding it
     attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # -- the claim's lease: renewed by the live worker node, taken over once expired
+    claimed_by: Mapped[str | None] = mapped_column(String(255))  # host:pid of the process
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # -- the triage result
     probability: Mapped[float | None] = mapped_column(Float)
     label: Mapped[str | None] = mapped_column(String(16))
@@ -149,6 +152,9 @@ class WorklistEntry(Base):
         # Counts by status, the oldest waiting case, filters by status and date.
         Index("ix_worklist_status_received_at", "status", "received_at"),
         Index("ix_worklist_received_at", "received_at"),
+        # The lease keeper's "expired claims" query, every few seconds on every worker node:
+        # status first, so the final rows (whose old leases are all past) are never scanned.
+        Index("ix_worklist_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
     @property

@@ -24,6 +24,9 @@ from db.models import (
     utcnow,
 )
 
+#: A claim's lease when the caller names none (the worker passes ``CXR_LEASE_S``).
+DEFAULT_LEASE_S = 20.0
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -145,13 +148,17 @@ def claim(
     *,
     batch_size: int,
     stale_before: datetime,
+    claimed_by: str | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> list[WorklistEntry]:
     """Claim ``entry_id`` (one id, or a task's batch of ids) for the task ``token``, topped up
     to ``batch_size`` rows with other queued rows.
 
     The row is claimable when it is queued, already held by ``token`` (a redelivery or retry
-    of the same task), or held by a task that started before ``stale_before`` (a worker that
-    died without the broker noticing). Batch-mates are only taken when the own row is, so a
+    of the same task), or held by a task whose lease has expired (its worker died; see
+    :mod:`db.leases`); a row claimed before leases existed is stale when its task started
+    before ``stale_before``. Every claimed row records ``claimed_by`` (the worker process)
+    and a lease of ``lease_s`` seconds. Batch-mates are only taken when the own row is, so a
     duplicate delivery does nothing; their own tasks later find them finished and return.
     Returns every row ``token`` now holds, own rows first.
 
@@ -159,11 +166,14 @@ def claim(
     may run this outside a transaction (autocommit): a crash in between leaves rows that the
     redelivered task, holding the same token, takes back.
     """
+    now = utcnow()
     taken = {
         "status": Status.PROCESSING,
         "claim_token": token,
-        "started_at": utcnow(),
+        "started_at": now,
         "attempts": WorklistEntry.attempts + 1,
+        "claimed_by": claimed_by,
+        "lease_expires_at": now + timedelta(seconds=lease_s),
     }
     # Plain Core statements on the session's connection: most tasks of a burst find their row
     # already taken by a batch-mate's task, and should pay one statement for it, nothing more.
@@ -179,7 +189,11 @@ def claim(
                     WorklistEntry.status == Status.PROCESSING,
                     or_(
                         WorklistEntry.claim_token == token,
-                        WorklistEntry.started_at < stale_before,
+                        WorklistEntry.lease_expires_at < now,
+                        and_(
+                            WorklistEntry.lease_expires_at.is_(None),
+                            WorklistEntry.started_at < stale_before,
+                        ),
                     ),
                 ),
             ),
@@ -220,6 +234,8 @@ def claim_autocommit(
     *,
     batch_size: int,
     stale_before: datetime,
+    claimed_by: str | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> list[WorklistEntry]:
     """:func:`claim` in autocommit, outside any transaction, in a session of its own.
 
@@ -229,7 +245,15 @@ def claim_autocommit(
     """
     with sessions() as session:
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        return claim(session, entry_id, token, batch_size=batch_size, stale_before=stale_before)
+        return claim(
+            session,
+            entry_id,
+            token,
+            batch_size=batch_size,
+            stale_before=stale_before,
+            claimed_by=claimed_by,
+            lease_s=lease_s,
+        )
 
 
 def record_scored(

@@ -39,6 +39,7 @@ class Reason(StrEnum):
     NOT_CHEST_RADIOGRAPH = "not_chest_radiograph"
     # -- infrastructure, set by the worker, never by ingest
     PROCESSING_ERROR = "processing_error"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"  # claimed max_attempts times, never finished
 
 
 class IngestError(Exception):

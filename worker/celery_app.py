@@ -156,6 +156,15 @@ def _prepare_solo(sender: Any = None, **_: Any) -> None:
         _warm_up()
 
 
+@signals.worker_ready.connect
+def _keep_leases(**_: Any) -> None:
+    """The node's main process renews its tasks' claims and takes over dead nodes' claims
+    (:mod:`worker.leases`); started after the pool, so no child is forked from its thread."""
+    from worker.leases import start_keeper
+
+    start_keeper(get_settings())
+
+
 def _warm_up() -> None:
     """Everything the first task would otherwise pay for: the model with its traced graphs,
     and the database driver with one pooled connection."""

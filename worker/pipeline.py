@@ -4,11 +4,15 @@ Plain Python, no Celery: the task is one line calling :func:`triage`, and the te
 :class:`Pipeline` directly. Order of effects, chosen so a crash anywhere is recoverable:
 
 1. claim the task's rows (its admitted batch; topped up to ``batch_size`` with other queued
-   rows) with the task's token;
-2. read and score outside any transaction;
+   rows) with the task's token and a lease that the worker node renews
+   (:mod:`worker.leases`), and rename each claimed file into the private staging folder
+   (:mod:`ingest.staging`): from here on the file read, scored and filed is the inode
+   received, whatever a sender writes under its old name;
+2. read and score outside any transaction (a row claimed more than ``max_attempts`` times,
+   a file that keeps killing its worker, is failed as ``too_many_attempts`` unread);
 3. store every outcome and its destination path in one transaction;
-4. only then move the originals. A crash before 4 leaves the file in the inbox with a final
-   row; the watcher's next look at the file moves it (:mod:`worker.intake`);
+4. only then move the originals. A crash before 4 leaves the file in staging with a final
+   row; the lease keeper's next look at the staging folder files it (:mod:`worker.leases`);
 5. hand the ``done`` rows to ``on_scored`` (the worker sends one results task for them: heatmap
    overlay, SR and SC, on a queue consumed after all triage work).
 
@@ -45,10 +49,13 @@ from ingest.filing import (
     quarantine_destination,
     quarantine_file,
 )
+from ingest.hashing import file_sha256
 from ingest.image import SourceImage
 from ingest.loading import load_scorable
+from ingest.staging import Fingerprint, stage, staged_path, unstage
 from model.prediction import Prediction
 from worker import drift
+from worker.leases import holder_id
 from worker.metrics import get_metrics
 from worker.population import content_rejection, population_flags
 from worker.scoring import Scorer
@@ -66,6 +73,8 @@ class Job:
     source_name: str
     file_sha256: str
     received_at: datetime
+    staged: Path  # where the claimed file is read and filed from (ingest.staging)
+    attempts: int = 1  # claims of the row, this one included
 
 
 @dataclass(frozen=True)
@@ -130,23 +139,41 @@ class Pipeline:
             token,
             batch_size=self.settings.batch_size,
             stale_before=stale_before,
+            claimed_by=holder_id(),
+            lease_s=self.settings.lease_s,
         )
+        inbox = self.settings.inbox_dir
         return [
-            Job(e.id, Path(e.source_path), e.source_name, e.file_sha256, e.received_at)
+            Job(
+                e.id,
+                Path(e.source_path),
+                e.source_name,
+                e.file_sha256,
+                e.received_at,
+                staged_path(inbox, e.id),
+                e.attempts,
+            )
             for e in held
         ]
 
     def _outcomes(self, jobs: list[Job]) -> list[Outcome]:
         loaded: dict[int, tuple[SourceImage, tuple[str, ...]]] = {}
         unscored: dict[int, Outcome] = {}
+        fingerprints: dict[int, Fingerprint] = {}
         for job in jobs:
             try:
-                if not stat.S_ISREG(job.source.lstat().st_mode):  # missing: FileNotFoundError
+                stage(job.source, job.staged)  # missing: FileNotFoundError
+                if job.attempts > self.settings.max_attempts:  # never read a poison file again
+                    unscored[job.entry_id] = self._too_many_attempts(job)
+                    continue
+                fingerprints[job.entry_id] = Fingerprint.of(job.staged)
+                if not stat.S_ISREG(job.staged.lstat().st_mode):
                     raise IngestError(Reason.UNSAFE_PATH, "The path is no longer a regular file.")
                 image, eligibility = load_scorable(
-                    job.source, expected_sha256=job.file_sha256, min_side=self.decode_min_side
+                    job.staged, expected_sha256=job.file_sha256, min_side=self.decode_min_side
                 )
             except ContentChangedError:
+                unstage(job.staged, job.source)  # the new bytes are a new arrival
                 unscored[job.entry_id] = Outcome(
                     job.entry_id,
                     Status.FAILED,
@@ -181,6 +208,17 @@ class Pipeline:
             else:
                 loaded[job.entry_id] = (image, eligibility.flags)
         predictions = self._predict(loaded) if loaded else {}
+        for job in jobs:
+            if job.entry_id in predictions and self._rewritten(job, fingerprints[job.entry_id]):
+                del predictions[job.entry_id]
+                unstage(job.staged, job.source)
+                unscored[job.entry_id] = Outcome(
+                    job.entry_id,
+                    Status.FAILED,
+                    None,
+                    Reason.PROCESSING_ERROR.value,
+                    "the file was rewritten while it was scored; the new content is its own row",
+                )
         outcomes = []
         for job in jobs:
             if job.entry_id in unscored:
@@ -234,6 +272,27 @@ class Pipeline:
                 log.exception("row %d: prediction failed", entry_id)
         return result
 
+    def _rewritten(self, job: Job, before: Fingerprint) -> bool:
+        """Did a writer holding the file open change it after it was staged? A changed
+        inode, size or mtime is re-checked against the content hash the row was admitted with."""
+        if Fingerprint.of(job.staged) == before:
+            return False
+        return file_sha256(job.staged) != job.file_sha256
+
+    def _too_many_attempts(self, job: Job) -> Outcome:
+        log.warning(
+            "row %d: claimed %d times without finishing; failed unread",
+            job.entry_id,
+            job.attempts - 1,
+        )
+        return self._unscored(
+            job,
+            Status.FAILED,
+            Reason.TOO_MANY_ATTEMPTS,
+            f"{job.attempts - 1} attempts ended without a result (a worker killed while "
+            "processing it, out of memory or time); not tried again",
+        )
+
     def _unscored(self, job: Job, status: Status, reason: Reason, detail: str) -> Outcome:
         destination = quarantine_destination(
             self.settings.quarantine_dir, reason.value, job.file_sha256, job.source_name
@@ -284,12 +343,12 @@ class Pipeline:
             )
 
     def _file(self, job: Job, outcome: Outcome) -> None:
-        if outcome.destination is None or not (job.source.exists() or job.source.is_symlink()):
+        if outcome.destination is None or not (job.staged.exists() or job.staged.is_symlink()):
             return
         if outcome.status is Status.DONE:
-            final = move_into_place(job.source, outcome.destination)
+            final = move_into_place(job.staged, outcome.destination)
         else:
-            final = quarantine_file(job.source, outcome.destination, sidecar_for(job, outcome))
+            final = quarantine_file(job.staged, outcome.destination, sidecar_for(job, outcome))
         if final != outcome.destination:  # the name was taken: keep the row truthful
             with self.sessions.begin() as session:
                 entry = get_entry(session, job.entry_id)

@@ -96,6 +96,19 @@ class Settings(BaseSettings):
         gt=0,
         description="A row still queued/processing this long gets its task sent again",
     )
+    lease_s: float = Field(
+        default=20.0,
+        ge=2,
+        description=(
+            "A claimed row's lease: the worker node renews it every lease_s/4 while the task "
+            "runs; once expired (the node died), another worker takes the row over"
+        ),
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Claims of a row before it is failed as too_many_attempts (a poison file)",
+    )
 
     # -- worker and Flower
     worker_concurrency: int = Field(default=2, ge=1, description="Worker processes per machine")

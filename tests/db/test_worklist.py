@@ -125,16 +125,22 @@ def test_duplicate_delivery_is_a_no_op_and_redelivery_reclaims(sessions: Session
         assert sorted(e.id for e in held) == ids[:2]
 
 
-def test_a_stale_claim_is_taken_over(sessions: Sessions) -> None:
+def test_a_claim_is_taken_over_when_its_lease_expired_not_before(sessions: Sessions) -> None:
     entry_id = add(sessions, 1)
+    later = utcnow() + timedelta(1)
     with sessions.begin() as session:
-        claim(session, entry_id, "dead-task", batch_size=1, stale_before=utcnow())
+        claim(session, entry_id, "live-task", batch_size=1, stale_before=utcnow(), lease_s=60)
+    with sessions.begin() as session:  # started long "ago", but its lease is alive
+        assert claim(session, entry_id, "new-task", batch_size=1, stale_before=later) == []
+    with sessions.begin() as session:  # its node dies: the lease runs out
+        session.get_one(WorklistEntry, entry_id).lease_expires_at = utcnow() - timedelta(1)
     with sessions.begin() as session:
         held = claim(
-            session, entry_id, "new-task", batch_size=1, stale_before=utcnow() + timedelta(1)
+            session, entry_id, "new-task", batch_size=1, stale_before=utcnow(), claimed_by="h:2"
         )
-        assert [e.claim_token for e in held] == ["new-task"]
+        assert [(e.claim_token, e.claimed_by) for e in held] == [("new-task", "h:2")]
         assert held[0].attempts == 2
+        assert held[0].lease_expires_at is not None and held[0].lease_expires_at > utcnow()
 
 
 def test_reading_order_is_priority_then_probability_then_arrival(sessions: Sessions) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from db.models import FINAL_STATUSES
 from tests.corpus import cr_dicom, dataset_jpegs, truncated_copy
-from tests.processes import wait_until
+from tests.processes import files_under, wait_until
 from tests.reliability.conftest import PrivateRedis
 from tests.reliability.stack import Stack
 
@@ -84,7 +84,7 @@ def test_no_patient_identifier_reaches_any_log_at_debug(
             stack.logs,
         )
         stack.drop(copy, f"again_{name}")  # a duplicate: quarantined by the watcher
-        wait_until(lambda: not any(stack.inbox.iterdir()), 60, "the duplicate filed", stack.logs)
+        wait_until(lambda: not files_under(stack.inbox), 60, "the duplicate filed", stack.logs)
     rows = stack.rows()
     assert {r.patient_id for r in rows} == {PHI["PatientID"]}, "the PHI did reach the database"
     text = "\n".join(p.read_text(errors="replace") for p in stack.logs)

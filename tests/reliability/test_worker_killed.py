@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from db.models import Status
+from db.models import Status, utcnow
 from tests.processes import wait_until
 from tests.reliability.conftest import PrivateRedis, alive, children
-from tests.reliability.stack import Stack, slow_dicom
+from tests.reliability.stack import Stack, slow_dicom, small_pngs
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(420)]
 
@@ -90,3 +90,82 @@ def test_whole_worker_node_killed_mid_task_is_recovered_by_a_fresh_worker(
     assert row.status == Status.DONE and row.attempts == 2
     stack.assert_filed_once()
     assert len(list(stack.archive.rglob("*_slow.dcm"))) == 1
+
+
+def test_a_dead_nodes_claims_are_taken_over_by_a_running_worker_within_a_minute(
+    tmp_path: Path, pg_url: str, private_redis: PrivateRedis, model_dir: Path
+) -> None:
+    """Default settings: no shortened re-hand or visibility timeout. Two workers run; the
+    one that claimed the batch (a slow DICOM and three PNG batch-mates) is SIGKILLed whole;
+    the other must finish every row it held well before the 900 s re-hand, each once."""
+    stack = Stack(tmp_path, pg_url, private_redis.url, model_dir)
+    stack.upgrade()
+    slow_dicom(stack.staging / "slow.dcm")
+    mates = small_pngs(stack.staging, 3, nested=False)
+    with stack.watcher(), stack.worker("one", 1) as one, stack.worker("two", 1) as two:
+        for worker, name in ((one, "one"), (two, "two")):
+            wait_until(lambda w=worker: len(children(w.pid)) == 1, 180, "pools", stack.logs)
+            wait_until(lambda n=name: "ready" in stack.log(n).read_text(), 180, "ready")
+        for path in (stack.staging / "slow.dcm", *mates):
+            stack.drop(path)
+        wait_until(lambda: _processing(stack), 60, "the batch claimed", stack.logs)
+        held = {r.id: r.claimed_by for r in stack.rows() if r.status == Status.PROCESSING}
+        holders = {int((by or "0").rsplit(":", 1)[1]) for by in held.values()}
+        victim, survivor = (one, two) if holders <= set(children(one.pid)) else (two, one)
+        assert holders <= set(children(victim.pid)), "one node holds the claimed rows"
+        for pid in (*children(victim.pid), victim.pid):  # the node dies at once
+            os.kill(pid, signal.SIGKILL)
+        killed_at, killed_wall = time.monotonic(), utcnow()
+        victim.wait(timeout=10)
+        wait_until(
+            lambda: stack.statuses() == {Status.DONE: 4}, 60, "the rows taken over", stack.logs
+        )
+        took_over_s = time.monotonic() - killed_at
+        time.sleep(3)  # a late duplicate would show now
+        assert survivor.poll() is None
+    rows = {r.id: r for r in stack.rows()}
+    claimed_s = min((rows[i].started_at - killed_wall).total_seconds() for i in held)
+    print(
+        f"\n{len(held)} claimed row(s) of a killed node: claimed again {claimed_s:.1f} s and "
+        f"done {took_over_s:.1f} s after the kill"
+    )
+    assert {rows[i].attempts for i in held} == {2}, "claimed by the dead node, then once more"
+    survivor_pids = {int((rows[i].claimed_by or "0").rsplit(":", 1)[1]) for i in held}
+    assert survivor_pids.isdisjoint(holders)
+    stack.assert_filed_once()
+    assert len(list(stack.archive.rglob("*_slow.dcm"))) == 1
+    assert "took over" in "".join(stack.log(n).read_text() for n in ("one", "two"))
+
+
+def test_a_file_that_keeps_killing_its_worker_is_failed_after_max_attempts(
+    tmp_path: Path, pg_url: str, private_redis: PrivateRedis, model_dir: Path
+) -> None:
+    """The poison file: its pool process is SIGKILLed (as the OOM killer would) on every
+    attempt. After CXR_MAX_ATTEMPTS (2 here, to spare a third TensorFlow start) the next
+    delivery fails the row as ``too_many_attempts`` and quarantines the file unread."""
+    stack = Stack(tmp_path, pg_url, private_redis.url, model_dir, CXR_MAX_ATTEMPTS="2")
+    stack.upgrade()
+    slow_dicom(stack.staging / "slow.dcm")
+    with stack.worker("worker", 1) as worker, stack.watcher():
+        stack.drop(stack.staging / "slow.dcm")
+        for attempt in (1, 2):
+            wait_until(lambda: len(children(worker.pid)) == 1, 180, "a pool process", stack.logs)
+            wait_until(
+                lambda a=attempt: any(
+                    r.status == Status.PROCESSING and r.attempts == a for r in stack.rows()
+                ),
+                120,
+                f"attempt {attempt} in flight",
+                stack.logs,
+            )
+            (victim,) = children(worker.pid)
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda v=victim: not alive(v), 10, "the pool process to die")
+        wait_until(lambda: stack.statuses() == {Status.FAILED: 1}, 240, "given up", stack.logs)
+        assert worker.poll() is None
+    (row,) = stack.rows()
+    assert (row.reason, row.attempts) == ("too_many_attempts", 3)
+    quarantined = Path(row.archived_path or "")
+    assert quarantined.parent == stack.quarantine / "too_many_attempts"
+    assert quarantined.with_name(quarantined.name + ".json").is_file()
+    stack.assert_filed_once()

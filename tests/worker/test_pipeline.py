@@ -62,7 +62,7 @@ def test_unscorable_files_are_rejected_with_their_reason_and_quarantined(
         sidecar = json.loads(archived.with_name(archived.name + ".json").read_text())
         assert sidecar["worklist_id"] == row.id and sidecar["reason"] == row.reason
         assert row.finished_at is not None and row.probability is None
-    assert list(settings.inbox_dir.iterdir()) == []
+    assert [p for p in settings.inbox_dir.rglob("*") if p.is_file()] == []
 
 
 def test_a_file_gone_from_the_inbox_fails_without_a_move(
@@ -105,8 +105,8 @@ def test_a_row_reclaimed_by_another_task_is_neither_recorded_nor_filed(
             entry.claim_token = "the-other-task"
     outcomes = pipeline._outcomes(jobs)
     assert pipeline._record(outcomes, token="presumed-dead") == set()
-    assert sorted(p.name for p in settings.inbox_dir.iterdir()) == [
-        "ct.dcm",
-        "lateral.dcm",
-        "truncated.jpeg",
-    ]
+    # not filed: each file waits in staging, under its row id, for the task that holds it now
+    assert sorted(p.name for p in settings.inbox_dir.rglob("*") if p.is_file()) == sorted(
+        str(job.entry_id) for job in jobs
+    )
+    assert not settings.archive_dir.exists() and not settings.quarantine_dir.exists()
