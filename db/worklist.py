@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -150,9 +150,16 @@ def claim(
     stale_before: datetime,
     claimed_by: str | None = None,
     lease_s: float = DEFAULT_LEASE_S,
+    count_attempt: bool = True,
 ) -> list[WorklistEntry]:
     """Claim ``entry_id`` (one id, or a task's batch of ids) for the task ``token``, topped up
-    to ``batch_size`` rows with other queued rows.
+    to ``batch_size`` rows with other queued rows that were never tried.
+
+    ``count_attempt=False`` (a Celery retry of the same task after a transient error) does
+    not count the rows this task already held as a new attempt: only a redelivery (its
+    worker died) or a take-over does, which is what the poison-file cap is about. A task
+    whose own rows were tried before takes no batch-mates: a file that kills its worker is
+    then retried with no innocent company.
 
     The row is claimable when it is queued, already held by ``token`` (a redelivery or retry
     of the same task), or held by a task whose lease has expired (its worker died; see
@@ -167,11 +174,14 @@ def claim(
     redelivered task, holding the same token, takes back.
     """
     now = utcnow()
+    counted = WorklistEntry.attempts + (
+        1 if count_attempt else case((WorklistEntry.claim_token == token, 0), else_=1)
+    )
     taken = {
         "status": Status.PROCESSING,
         "claim_token": token,
         "started_at": now,
-        "attempts": WorklistEntry.attempts + 1,
+        "attempts": counted,
         "claimed_by": claimed_by,
         "lease_expires_at": now + timedelta(seconds=lease_s),
     }
@@ -199,14 +209,18 @@ def claim(
             ),
         )
         .values(taken)
-        .returning(WorklistEntry.id)
+        .returning(WorklistEntry.id, WorklistEntry.attempts)
     ).all()
     if not own:
         return []
-    if batch_size > len(own):
+    if batch_size > len(own) and all(attempts <= 1 for _, attempts in own):
         mates = (
             select(WorklistEntry.id)
-            .where(WorklistEntry.status == Status.QUEUED, WorklistEntry.id.not_in(ids))
+            .where(
+                WorklistEntry.status == Status.QUEUED,
+                WorklistEntry.attempts == 0,
+                WorklistEntry.id.not_in(ids),
+            )
             .order_by(WorklistEntry.received_at, WorklistEntry.id)
             .limit(batch_size - len(own))
             .with_for_update(skip_locked=True)  # concurrent tasks take disjoint mates
@@ -236,6 +250,7 @@ def claim_autocommit(
     stale_before: datetime,
     claimed_by: str | None = None,
     lease_s: float = DEFAULT_LEASE_S,
+    count_attempt: bool = True,
 ) -> list[WorklistEntry]:
     """:func:`claim` in autocommit, outside any transaction, in a session of its own.
 
@@ -253,7 +268,32 @@ def claim_autocommit(
             stale_before=stale_before,
             claimed_by=claimed_by,
             lease_s=lease_s,
+            count_attempt=count_attempt,
         )
+
+
+def release(session: Session, entry_ids: Sequence[int], token: str) -> list[int]:
+    """Give rows that ``token`` holds back to the queue, their last claim not counted as an
+    attempt (they were not tried: their task split a suspect batch). Returns those released."""
+    if not entry_ids:
+        return []
+    released = session.execute(
+        update(WorklistEntry)
+        .where(
+            WorklistEntry.id.in_(list(entry_ids)),
+            WorklistEntry.claim_token == token,
+            WorklistEntry.status == Status.PROCESSING,
+        )
+        .values(
+            status=Status.QUEUED,
+            claim_token=None,
+            claimed_by=None,
+            lease_expires_at=None,
+            attempts=WorklistEntry.attempts - 1,
+        )
+        .returning(WorklistEntry.id)
+    )
+    return list(released.scalars())
 
 
 def record_scored(

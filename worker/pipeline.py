@@ -41,6 +41,7 @@ from db.worklist import (
     get_entry,
     record_scored,
     record_unscored,
+    release,
 )
 from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.filing import (
@@ -101,12 +102,20 @@ class Pipeline:
     after_batch: Callable[[], object] = lambda: None
     #: Shorter side the readers keep (``ingest.reduced``; 2x the model input), None = full.
     decode_min_side: int | None = None
+    #: Sends rows back as one task each (a suspect batch split: see :meth:`_isolate`).
+    send_alone: Callable[[Sequence[int]], None] = lambda entry_ids: None
 
-    def triage(self, entry_ids: int | Sequence[int], token: str) -> list[Outcome]:
-        """Process the task ``token``'s rows (and batch-mates); see the module doc."""
+    def triage(
+        self, entry_ids: int | Sequence[int], token: str, retry: bool = False
+    ) -> list[Outcome]:
+        """Process the task ``token``'s rows (and batch-mates); see the module doc.
+
+        ``retry``: a Celery retry of the same task (a transient error), which does not count
+        as another attempt at its rows.
+        """
         started = time.monotonic()
         ids = [entry_ids] if isinstance(entry_ids, int) else list(entry_ids)
-        jobs = self._claim(ids, token)
+        jobs = self._isolate(self._claim(ids, token, count_attempt=not retry), token)
         if not jobs:
             log.info("rows %s: nothing to do (finished or held by another task)", ids)
             return []
@@ -131,7 +140,25 @@ class Pipeline:
         self.after_batch()
         return outcomes
 
-    def _claim(self, entry_ids: list[int], token: str) -> list[Job]:
+    def _isolate(self, jobs: list[Job], token: str) -> list[Job]:
+        """A batch tried before (its worker died: a file may kill it) keeps one row and sends
+        every other row back as a task of its own, so a poison file reaches the attempt cap
+        alone instead of taking its batch-mates down with it."""
+        if len(jobs) < 2 or all(job.attempts <= 1 for job in jobs):
+            return jobs
+        keep, others = jobs[0], [job.entry_id for job in jobs[1:]]
+        with self.sessions.begin() as session:
+            released = release(session, others, token)
+        self.send_alone(released)
+        log.warning(
+            "rows %s were tried before: row %d is tried alone, rows %s sent back one by one",
+            [job.entry_id for job in jobs],
+            keep.entry_id,
+            released,
+        )
+        return [keep, *(job for job in jobs[1:] if job.entry_id not in released)]
+
+    def _claim(self, entry_ids: list[int], token: str, count_attempt: bool = True) -> list[Job]:
         stale_before = utcnow() - timedelta(seconds=self.settings.requeue_after_s)
         held = claim_autocommit(
             self.sessions,
@@ -141,6 +168,7 @@ class Pipeline:
             stale_before=stale_before,
             claimed_by=holder_id(),
             lease_s=self.settings.lease_s,
+            count_attempt=count_attempt,
         )
         inbox = self.settings.inbox_dir
         return [
@@ -382,10 +410,11 @@ def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
     )
 
 
-def triage(entry_ids: Sequence[int], token: str) -> list[Outcome]:
+def triage(entry_ids: Sequence[int], token: str, retry: bool = False) -> list[Outcome]:
     """The Celery task's body: the pipeline wired to this process's engine and model."""
     from celery.exceptions import SoftTimeLimitExceeded
 
+    from ingest.watcher import Origin
     from worker.resources import (
         get_decode_min_side,
         get_drift_watch,
@@ -393,7 +422,11 @@ def triage(entry_ids: Sequence[int], token: str) -> list[Outcome]:
         get_session_factory,
     )
     from worker.settings import get_settings
-    from worker.tasks import enqueue_publish
+    from worker.tasks import enqueue, enqueue_publish
+
+    def send_alone(entry_ids: Sequence[int]) -> None:
+        for entry_id in entry_ids:
+            enqueue([entry_id], Origin.LIVE)
 
     pipeline = Pipeline(
         get_settings(),
@@ -403,8 +436,9 @@ def triage(entry_ids: Sequence[int], token: str) -> list[Outcome]:
         reraise=(SoftTimeLimitExceeded,),
         after_batch=get_drift_watch().check,
         decode_min_side=get_decode_min_side(),
+        send_alone=send_alone,
     )
-    return pipeline.triage(entry_ids, token)
+    return pipeline.triage(entry_ids, token, retry=retry)
 
 
 __all__ = ["Outcome", "Pipeline", "Scorer", "WorklistEntry", "triage"]

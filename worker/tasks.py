@@ -41,7 +41,9 @@ TRANSIENT_ERRORS = (OperationalError, DBAPIError, BrokerError, ModelUnavailableE
 )
 def triage(self: Task, entry_ids: list[int] | int) -> None:
     ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
-    pipeline.triage(ids, token=str(self.request.id))
+    # A retry after a transient error is not another attempt at the rows (the poison cap
+    # counts deliveries whose worker died); a redelivery has ``retries`` 0 and counts.
+    pipeline.triage(ids, token=str(self.request.id), retry=bool(self.request.retries))
 
 
 def enqueue(entry_ids: list[int], origin: Origin) -> None:

@@ -57,7 +57,7 @@ def test_blank_dicoms_and_rasters_are_rejected_before_the_model(
         Image.fromarray(np.full((256, 256), value, dtype=np.uint8), mode="L").save(inbox / name)
         files.append(inbox / name)
     sent: list[int] = []
-    intake = Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id))
+    intake = Intake(settings, sessions, lambda entry_ids, origin: sent.extend(entry_ids))
     assert intake([(path, Origin.LIVE) for path in files]) == []
     Pipeline(settings, sessions, _no_model).triage(sent[0], token="task-1")
     with sessions() as session:

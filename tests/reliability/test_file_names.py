@@ -61,7 +61,7 @@ def _rows(sessions: sessionmaker[Session]) -> dict[str, WorklistEntry]:
 
 def _admit(settings: Settings, sessions: sessionmaker[Session], paths: list[Path]) -> list[int]:
     sent: list[int] = []
-    intake = Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id))
+    intake = Intake(settings, sessions, lambda entry_ids, origin: sent.extend(entry_ids))
     assert intake([(path, Origin.LIVE) for path in paths]) == []  # none handed back
     return sent
 

@@ -52,7 +52,7 @@ def triaged(
     (inbox / "chest.jpeg").write_bytes(chest.read_bytes())
     cr_dicom(other_chest, inbox / "adult.dcm", PatientAge="045Y")
     sent: list[int] = []
-    intake = Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id))
+    intake = Intake(settings, sessions, lambda entry_ids, origin: sent.extend(entry_ids))
     for path in sorted(inbox.iterdir()):
         intake.admit(path, Origin.LIVE)
     Pipeline(settings, sessions, lambda: classifier).triage(sent[0], token="task-1")
@@ -129,7 +129,7 @@ def test_a_constant_image_is_never_scored(
         settings.inbox_dir / "grey.png"
     )
     sent: list[int] = []
-    Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id)).admit(
+    Intake(settings, sessions, lambda entry_ids, origin: sent.extend(entry_ids)).admit(
         settings.inbox_dir / "grey.png", Origin.LIVE
     )
     Pipeline(settings, sessions, lambda: classifier).triage(sent[0], token="t")

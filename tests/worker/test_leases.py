@@ -34,7 +34,7 @@ def _no_model() -> Scorer:
 
 def _admit(settings: Settings, sessions: sessionmaker[Session], files: list[Path]) -> list[int]:
     sent: list[int] = []
-    intake = Intake(settings, sessions, lambda entry_id, origin: sent.append(entry_id))
+    intake = Intake(settings, sessions, lambda entry_ids, origin: sent.extend(entry_ids))
     for path in files:
         intake.admit(path, Origin.LIVE)
     return sent
@@ -89,7 +89,7 @@ def test_a_file_whose_attempts_keep_dying_is_failed_unread_after_max_attempts(
     assert pipeline.triage(entry_id, token="oom-task") == []  # a fifth delivery: nothing
 
 
-def test_the_keeper_renews_running_claims_and_hands_dead_ones_to_one_new_task(
+def test_the_keeper_renews_running_claims_and_hands_dead_ones_to_new_tasks(
     settings: Settings, sessions: sessionmaker[Session], unscorable: list[int]
 ) -> None:
     live_row, *dead_rows = unscorable
@@ -116,14 +116,16 @@ def test_the_keeper_renews_running_claims_and_hands_dead_ones_to_one_new_task(
         assert (rows[entry_id].status, rows[entry_id].claim_token) == (Status.QUEUED, None)
     assert keeper.tick() == [] and sent == dead_rows  # requeued rows are not sent again
 
-    outcomes = Pipeline(settings, sessions, _no_model).triage(sent[0], token="takeover")
-    assert sorted(o.entry_id for o in outcomes) == dead_rows  # one task, both rows
-    assert Pipeline(settings, sessions, _no_model).triage(sent[1], token="takeover-2") == []
+    # Rows tried before are taken over one per task: no batch-mates for a possible poison.
+    for entry_id, token in zip(sent, ("takeover", "takeover-2"), strict=True):
+        outcomes = Pipeline(settings, sessions, _no_model).triage(entry_id, token=token)
+        assert [o.entry_id for o in outcomes] == [entry_id]
     # The dead task's message, redelivered at last (Redis' visibility timeout): a no-op.
     assert Pipeline(settings, sessions, _no_model).triage(dead_rows[0], token="dead-task") == []
     rows = _rows(sessions, dead_rows)
     assert {(r.status, r.attempts, r.claim_token) for r in rows.values()} == {
-        (Status.REJECTED, 2, "takeover")
+        (Status.REJECTED, 2, "takeover"),
+        (Status.REJECTED, 2, "takeover-2"),
     }
     filed = _files_under(settings.quarantine_dir)
     assert sorted(Path(r.archived_path or "") for r in rows.values()) == [
@@ -152,3 +154,51 @@ def test_the_keeper_files_a_staged_original_whose_move_never_happened(
         sidecar = json.loads(archived.with_name(archived.name + ".json").read_text())
         assert sidecar["worklist_id"] == row.id
     assert _files_under(settings.inbox_dir) == []
+
+
+def test_a_batch_tried_before_is_split_so_a_poison_file_cannot_fail_its_mates(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """Three rows sent as one task whose worker died once: on redelivery the task keeps one
+    row and sends the others back one task each, their attempt not counted; a task of one
+    row tried before takes no batch-mates. Then a poison file alone reaches the cap, and no
+    innocent row gets near it."""
+    settings.inbox_dir.mkdir(parents=True)
+    files = [
+        shutil.copy(jpeg, settings.inbox_dir / f"{n}.jpeg")
+        for n, jpeg in enumerate(dataset_jpegs(4))
+    ]
+    first, second, third, fresh = _admit(settings, sessions, [Path(f) for f in files])
+    sent_alone: list[int] = []
+    pipeline = Pipeline(settings, sessions, _no_model, send_alone=sent_alone.extend)
+    batch = [first, second, third]
+    assert [job.entry_id for job in pipeline._claim(batch, "task")] == [*batch, fresh]
+    jobs = pipeline._claim(batch, "task")  # redelivered: its worker died
+    kept = pipeline._isolate(jobs, "task")
+    assert [job.entry_id for job in kept] == [first]
+    assert sorted(sent_alone) == [second, third, fresh]
+    rows = _rows(sessions, [first, second, third, fresh])
+    assert (rows[first].status, rows[first].attempts) == (Status.PROCESSING, 2)
+    # sent back with their last claim uncounted (the mate was not counted on redelivery)
+    assert [(rows[i].status, rows[i].attempts) for i in (second, third, fresh)] == [
+        (Status.QUEUED, 1),
+        (Status.QUEUED, 1),
+        (Status.QUEUED, 0),
+    ]
+    # a row tried before, sent alone, takes no company, not even a never-tried row
+    assert [job.entry_id for job in pipeline._claim([second], "alone")] == [second]
+
+
+def test_a_retry_after_a_transient_error_is_not_another_attempt(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    settings.inbox_dir.mkdir(parents=True)
+    source = shutil.copy(dataset_jpegs(1)[0], settings.inbox_dir / "a.jpeg")
+    (entry_id,) = _admit(settings, sessions, [Path(source)])
+    pipeline = Pipeline(settings, sessions, _no_model)
+    pipeline._claim([entry_id], "task")
+    for _ in range(5):  # five Celery retries of the same task
+        (job,) = pipeline._claim([entry_id], "task", count_attempt=False)
+        assert job.attempts == 1
+    (job,) = pipeline._claim([entry_id], "task")  # a redelivery counts
+    assert job.attempts == 2
