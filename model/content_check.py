@@ -119,7 +119,9 @@ class ContentCheck:
             raise ValueError(f"{path} is not a readable content check: {error}") from error
         with archive as data:
             fitted_for = str(data["model_version"])
-            if fitted_for != model_version:
+            # A site calibration (``<version>+site-<name>``) keeps the weights, and so the
+            # features this check was fitted on; the weights' hash below still guards them.
+            if fitted_for != model_version.split("+site-")[0]:
                 raise ValueError(
                     f"{path} was fitted for {fitted_for!r}, not {model_version!r}: rerun "
                     "`cxr-triage content-check fit` on this model"

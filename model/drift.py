@@ -115,6 +115,8 @@ class Reference:
     def load(cls, model_dir: Path | None) -> Reference:
         """From a model directory (None: the shipped model), without TensorFlow."""
         directory = Path(model_dir) if model_dir is not None else SHIPPED_DIR
+        if directory.is_file():  # CXR_MODEL_PATH may name the weights, as Classifier allows
+            directory = directory.parent
         card = ModelCard.load(directory)
         site = directory / SITE_PREDICTIONS
         source, table = ("site", site) if site.is_file() else ("validation", None)

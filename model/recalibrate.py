@@ -34,6 +34,12 @@ def recalibrate(
 ) -> ModelCard:
     """Rewrite ``model_dir``'s card with a new operating point and validation metrics."""
     card = ModelCard.load(model_dir)
+    if card.site_calibration:
+        raise ValueError(
+            f"{card.model_version} is calibrated for the site "
+            f"{card.site_calibration.get('site')!r}: refitting it on the training validation "
+            "split would undo that; recalibrate its source model, or run calibrate --site again"
+        )
     split = dataset.training_split(data_dir, card)
     val_x = dataset.load_cached_array(
         split.validation, card.input_size, cache_dir, read_grey, desc="validation images"

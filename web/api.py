@@ -76,4 +76,6 @@ def review_entry(
             reviewed = review(session, entry_id, body.decision, reader, note=body.note)
         except LookupError as error:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
-        return as_json(reviewed) | history_json(review_history(session, entry_id))
+        return as_json(reviewed, objects_of(session, [entry_id]).get(entry_id, [])) | history_json(
+            review_history(session, entry_id)
+        )

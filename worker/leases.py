@@ -42,6 +42,7 @@ from db import leases
 from db.models import FINAL_STATUSES, Status, utcnow
 from db.worklist import get_entries, get_entry
 from ingest.filing import move_into_place, quarantine_file
+from ingest.hashing import file_sha256
 from ingest.staging import staging_dir, unstage
 from worker.settings import Settings
 
@@ -177,7 +178,13 @@ class LeaseKeeper:
             return
         destination = Path(archived_path)
         if destination.exists() or destination.is_symlink():
-            return  # filed; the staged file is not this row's original
+            if destination.is_file() and file_sha256(destination) == file_sha256(staged):
+                staged.unlink()  # an identical copy is filed already: nothing is lost
+                log.info("row %d: staged copy of the filed original removed", entry_id)
+            else:  # other bytes than the filed original: never dropped, a new arrival
+                unstage(staged, Path(source_path))
+                log.info("row %d: staged file put back into the inbox as a new arrival", entry_id)
+            return
         if status is Status.DONE:
             final = move_into_place(staged, destination)
         else:

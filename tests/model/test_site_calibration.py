@@ -229,3 +229,18 @@ def test_too_small_a_sample_is_refused_with_a_message(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "calibration needs at least 40 PNEUMONIA" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_site_model_is_not_recalibrated_on_the_training_split(tmp_path: Path) -> None:
+    """``calibrate --data`` on a site model would silently undo the site's calibration."""
+    from dataclasses import replace
+
+    from model.card import SHIPPED_DIR, ModelCard
+    from model.recalibrate import recalibrate
+
+    site = tmp_path / "site-model"
+    shutil.copytree(SHIPPED_DIR, site)
+    card = ModelCard.load(site)
+    replace(card, model_version="v+site-x", site_calibration={"site": "x"}).save(site)
+    with pytest.raises(ValueError, match="calibrated for the site 'x'"):
+        recalibrate(site, tmp_path, tmp_path, lambda path: np.zeros((2, 2)), 0.95, 0.99)
