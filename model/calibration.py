@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 
 from model.card import OperatingPoint
@@ -25,6 +26,26 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     result = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
     return float(np.exp(result.x))
+
+
+@dataclass(frozen=True)
+class Platt:
+    """``P = sigmoid(slope * logit + offset)``, stored in the card as temperature and bias."""
+
+    slope: float
+    offset: float
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, labels: np.ndarray) -> Platt:
+        """Maximum likelihood, with the slope kept positive (it may not reverse the ranking)."""
+        y = labels.astype(float)
+
+        def nll(params: np.ndarray) -> float:
+            z = np.exp(params[0]) * logits + params[1]
+            return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+        result = minimize(nll, x0=np.zeros(2), method="L-BFGS-B", bounds=[(-4, 4), (-20, 20)])
+        return cls(slope=float(np.exp(result.x[0])), offset=float(result.x[1]))
 
 
 #: How far below the last case it must catch a sensitivity threshold sits. The network traced
@@ -67,13 +88,20 @@ def choose_operating_point(
     target_sensitivity: float,
     suspect_target_sensitivity: float,
 ) -> OperatingPoint:
-    """Temperature, then both cut-offs on the calibrated validation probabilities."""
+    """Platt scaling, then both cut-offs on the calibrated validation probabilities.
+
+    A slope and an offset rather than a temperature alone: the balanced class weights of
+    training shift the logit's zero away from the 50 % point, which a temperature cannot
+    move (ECE 0.098 on validation with a temperature, see the model card).
+    """
     if suspect_target_sensitivity < target_sensitivity:
         raise ValueError("the suspect cut-off must be at least as sensitive as the label's")
-    temperature = fit_temperature(logits, labels)
-    probabilities = expit(logits / temperature)
+    platt = Platt.fit(logits, labels)
+    temperature, bias = 1.0 / platt.slope, platt.offset
+    probabilities = expit(logits / temperature + bias)
     return OperatingPoint(
         temperature=temperature,
+        bias=bias,
         threshold=threshold_for_sensitivity(probabilities, labels, target_sensitivity),
         suspect_threshold=threshold_for_sensitivity(
             probabilities, labels, suspect_target_sensitivity

@@ -39,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.stats import beta
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from model.calibration import threshold_for_sensitivity
+from model.calibration import Platt, threshold_for_sensitivity
 from model.card import CARD_FILE, ModelCard, OperatingPoint
 from model.dataset import LABELS
 from model.drift import SITE_PREDICTIONS
@@ -66,26 +65,6 @@ class SampleTooSmallError(SiteSampleError):
 
 class SampleOneSidedError(SiteSampleError):
     pass
-
-
-@dataclass(frozen=True)
-class Platt:
-    """``P = sigmoid(slope * logit + offset)``, stored in the card as temperature and bias."""
-
-    slope: float
-    offset: float
-
-    @classmethod
-    def fit(cls, logits: np.ndarray, labels: np.ndarray) -> Platt:
-        """Maximum likelihood, with the slope kept positive (it may not reverse the ranking)."""
-        y = labels.astype(float)
-
-        def nll(params: np.ndarray) -> float:
-            z = np.exp(params[0]) * logits + params[1]
-            return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-        result = minimize(nll, x0=np.zeros(2), method="L-BFGS-B", bounds=[(-4, 4), (-20, 20)])
-        return cls(slope=float(np.exp(result.x[0])), offset=float(result.x[1]))
 
 
 @dataclass(frozen=True)
