@@ -48,7 +48,7 @@ def test_operating_point_orders_cut_offs_and_meets_its_targets_on_its_own_data()
     labels = np.r_[np.zeros(300), np.ones(700)]
     logits = np.r_[rng.normal(-2, 1.5, 300), rng.normal(2.5, 1.5, 700)]
     point = choose_operating_point(logits, labels, 0.95, 0.99)
-    probs = expit(logits / point.temperature)
+    probs = point.probabilities(logits)  # slope and offset (Platt), as the Classifier applies
     assert point.suspect_threshold < point.threshold
     assert np.mean(probs[labels == 1] >= point.threshold) >= 0.95
     assert np.mean(probs[labels == 1] >= point.suspect_threshold) >= 0.99
