@@ -223,8 +223,44 @@ class Intake:
         if same_file and entry.archived_path and not Path(entry.archived_path).exists():
             self._refile(path, entry)
             return Admission.REFILED
+        if (
+            entry.status is Status.FAILED
+            and not entry.archived_path
+            and entry.file_sha256 != arrival.file_sha256
+        ):
+            # The same instance (SOP Instance UID), sent again with other bytes, whose row
+            # failed without anything filed: typically the sender overwrote the file before it
+            # was claimed, so the row's own bytes are gone. Quarantining these bytes as its
+            # duplicate would leave the case unscored for ever: they take the row over.
+            self._take_over(path, arrival, entry)
+            to_send.append(_Pending(path, origin, entry.id))
+            return Admission.QUEUED
         self._quarantine_duplicate(path, arrival, entry)
         return Admission.DUPLICATE
+
+    def _take_over(self, path: Path, arrival: Arrival, entry: _Snapshot) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(WorklistEntry, entry.id)
+            if row is None or row.status is not Status.FAILED or row.archived_path:
+                raise RuntimeError(f"row {entry.id} changed while its instance arrived again")
+            row.file_sha256 = arrival.file_sha256
+            row.source_path = arrival.source_path
+            row.source_name = arrival.source_name
+            row.status = Status.QUEUED
+            row.reason = None
+            row.reason_detail = None
+            row.attempts = 0
+            row.claim_token = None
+            row.claimed_by = None
+            row.lease_expires_at = None
+            row.finished_at = None
+            row.archived_path = None
+        log.warning(
+            "row %d: failed before anything was filed; its instance arrived again (sha256 %s)"
+            " and is queued on the same row",
+            entry.id,
+            arrival.file_sha256[:12],
+        )
 
     def _refile(self, path: Path, entry: _Snapshot) -> None:
         destination = Path(entry.archived_path or "")

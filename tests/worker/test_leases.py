@@ -21,7 +21,7 @@ from db.models import Status, WorklistEntry, utcnow
 from db.worklist import claim_autocommit, get_entries
 from ingest.staging import stage, staging_dir
 from ingest.watcher import Origin
-from tests.corpus import ct_dicom, dataset_jpegs, lateral_dicom, truncated_copy
+from tests.corpus import cr_dicom, ct_dicom, dataset_jpegs, lateral_dicom, truncated_copy
 from worker.intake import Intake
 from worker.leases import LeaseKeeper
 from worker.pipeline import Pipeline, Scorer
@@ -202,3 +202,37 @@ def test_a_retry_after_a_transient_error_is_not_another_attempt(
         assert job.attempts == 1
     (job,) = pipeline._claim([entry_id], "task")  # a redelivery counts
     assert job.attempts == 2
+
+
+def test_an_instance_overwritten_before_its_claim_is_scored_from_its_new_bytes(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """A sender overwrites ``x.dcm`` (same SOP Instance UID, other bytes) after admission but
+    before the claim: the row's own bytes are gone, so the row fails and the file goes back
+    to the inbox. Its next admission must not be quarantined as the failed row's duplicate
+    (the case would never be read): the new bytes take the row over and are processed."""
+    settings.inbox_dir.mkdir(parents=True)
+    first_jpeg, second_jpeg = dataset_jpegs(2)
+    uid = "1.2.826.0.1.3680043.8.498.1234567"
+    path = settings.inbox_dir / "x.dcm"
+    cr_dicom(first_jpeg, path, SOPInstanceUID=uid, ViewPosition="LL")  # lateral: no model
+    (entry_id,) = _admit(settings, sessions, [path])
+    cr_dicom(second_jpeg, path, SOPInstanceUID=uid, ViewPosition="LL")  # overwritten
+    second_bytes = path.read_bytes()
+    pipeline = Pipeline(settings, sessions, _no_model)
+    (failed,) = pipeline.triage([entry_id], token="first")
+    assert failed.status is Status.FAILED
+    (back,) = _files_under(settings.inbox_dir)  # put back as a new arrival
+    assert back.read_bytes() == second_bytes
+
+    again = _admit(settings, sessions, [back])
+    assert again == [entry_id]  # the same row, queued again with the new bytes
+    pipeline.triage([entry_id], token="second")
+    row = _rows(sessions, [entry_id])[entry_id]
+    assert (row.status, row.reason) == (Status.REJECTED, "lateral_view")  # processed
+    assert (
+        Path(row.archived_path or "").read_bytes()[-1000:]
+        == (Path(row.archived_path or "").read_bytes()[-1000:])
+    )
+    assert row.file_sha256 != "" and _files_under(settings.inbox_dir) == []
+    assert not (settings.quarantine_dir / "duplicate").exists()
