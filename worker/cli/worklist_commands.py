@@ -14,9 +14,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from db.models import ReviewDecision, Status, WorklistEntry, utcnow
 from db.worklist import parse_when
@@ -151,38 +152,60 @@ def worklist(
         _print_table(rows)
 
 
+#: Below this many columns the table drops what the narrow view can do without.
+WIDE_TABLE = 120
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    table = Table(title="cxr-triage worklist - not for diagnostic use", show_lines=False)
-    for name in (
-        "id",
-        "priority",
-        "probability",
-        "label",
+    """The worklist for a terminal: whole headers at any width, long text folding.
+
+    At fewer than ``WIDE_TABLE`` columns the label (it follows from the priority) goes and
+    the time loses its year and seconds; at any width a column empty in every row (no PACS
+    results, no accession numbers for JPEGs) goes. ``--json`` keeps everything. At 80
+    columns Rich otherwise cut every header to "prior…", "proba…".
+    """
+    console = Console()
+    wide = console.width >= WIDE_TABLE
+    columns: list[tuple[Column, list[str]]] = []
+
+    def column(header: str, cells: list[str], **options: Any) -> None:
+        if any(cells) or not rows:
+            columns.append((Column(header, min_width=len(header), **options), cells))
+
+    column("id", [str(r["id"]) for r in rows], justify="right", no_wrap=True)
+    column("priority", [r["priority"] or "-" for r in rows], no_wrap=True)
+    column("prob", [_probability(r["probability"]) for r in rows], justify="right", no_wrap=True)
+    if wide:
+        column("label", [r["label"] or "-" for r in rows], no_wrap=True)
+    column(
         "status",
-        "flags",
-        "PACS results",
-        "accession",
-        "received (UTC)",
-        "source",
-    ):
-        table.add_column(name)
-    for row in rows:
-        probability = row["probability"]
-        cells = (
-            str(row["id"]),
-            row["priority"] or "-",
-            f"{probability:.3f}" if probability is not None else "-",
-            row["label"] or "-",
-            row["status"] + (f" ({row['reason']})" if row["reason"] else ""),
-            row["flags"] or "",
-            row[RESULTS_COLUMN],
-            row["accession_number"] or "",
-            (row["received_at"] or "")[:19],
-            row["source_name"],
-        )
+        [r["status"] + (f" ({r['reason']})" if r["reason"] else "") for r in rows],
+    )
+    # one flag a line when narrow
+    column("flags", [(r["flags"] or "").replace(",", ", ") for r in rows], overflow="fold", ratio=1)
+    column("PACS results", [r[RESULTS_COLUMN] for r in rows])
+    column("accession", [r["accession_number"] or "" for r in rows], overflow="fold")
+    received = [(r["received_at"] or "")[:19].replace("T", " ") for r in rows]
+    if wide:
+        column("received (UTC)", received, no_wrap=True)
+    else:
+        column("received", [when[5:16] for when in received], no_wrap=True)
+    column("file", [r["source_name"] for r in rows], overflow="fold", ratio=2)
+    table = Table(
+        *(c for c, _ in columns),
+        title="cxr-triage worklist - not for diagnostic use",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for index in range(len(rows)):
         # File names and header fields come from senders: text, never Rich markup.
-        table.add_row(*(escape(cell) for cell in cells))
-    Console().print(table)
+        table.add_row(*(escape(cells[index]) for _, cells in columns))
+    console.print(table)
+
+
+def _probability(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
 
 
 @app.command()
