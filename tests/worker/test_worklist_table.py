@@ -9,6 +9,7 @@ and sender text that looks like Rich markup.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +71,8 @@ def env(tmp_path: Path) -> dict[str, str]:
             ]
         )
     engine.dispose()
-    return {"PATH": "/usr/bin:/bin", "CXR_DATA_DIR": str(tmp_path), "CXR_DATABASE_URL": url}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    return {**clean, "CXR_DATA_DIR": str(tmp_path), "CXR_DATABASE_URL": url}
 
 
 def _worklist(env: dict[str, str], columns: int, *args: str) -> str:
@@ -79,6 +81,7 @@ def _worklist(env: dict[str, str], columns: int, *args: str) -> str:
         env={**env, "COLUMNS": str(columns)},
         capture_output=True,
         text=True,
+        cwd=env["CXR_DATA_DIR"],  # not the checkout: the package comes from the environment
         timeout=120,
         check=False,
     )
