@@ -8,17 +8,21 @@ without a row are rejected by their reason. The whole run, with a worker, is in
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.engine import make_engine, make_session_factory
 from db.models import Status, WorklistEntry
 from tests.processes import CLI
-from worker.cli.run_report import Baseline, RunCounts
+from worker.cli.run_report import Baseline, CountingIntake, RunCounts, RunProgress
+from worker.intake import Intake
 
 
 def _row(n: int, status: Status, **values: object) -> WorklistEntry:
@@ -139,3 +143,19 @@ def _read(fd: int) -> bytes:
         return os.read(fd, 4096)
     except OSError:  # EIO: the other end closed
         return b""
+
+
+def test_a_database_that_stops_answering_mid_run_costs_the_line_not_the_run(
+    sessions: sessionmaker[Session], tmp_path: Path
+):
+    stream = io.StringIO()
+    progress = RunProgress(sessions, CountingIntake(cast(Intake, None)), stream)
+    empty = make_engine(f"sqlite:///{tmp_path / 'not-migrated.sqlite3'}")  # no worklist table
+    progress.sessions = make_session_factory(empty)
+    with progress:
+        progress.update()  # no exception: the run goes on
+    progress.print_summary()
+    empty.dispose()
+    assert stream.getvalue() == (
+        "no summary: the worklist database did not answer (OperationalError)\n"
+    )

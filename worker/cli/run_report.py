@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import WAITING_STATUSES, Status, WorklistEntry
@@ -202,7 +203,10 @@ class RunProgress:
     def update(self) -> None:
         """Refresh the line from the database (called about once a second)."""
         elapsed = self.clock() - self.started
-        line = self.counts().progress_line(elapsed)
+        try:
+            line = self.counts().progress_line(elapsed)
+        except SQLAlchemyError:  # busy or down for a moment: the worker retries, so do we
+            return
         if self._live is not None:
             self._live.update(Text(line), refresh=True)
             return
@@ -222,5 +226,10 @@ class RunProgress:
             self._live.stop()
 
     def print_summary(self) -> None:
-        for line in self.counts().summary_lines(self.clock() - self.started):
+        elapsed = self.clock() - self.started
+        try:
+            lines = self.counts().summary_lines(elapsed)
+        except SQLAlchemyError as error:  # the run is over either way; say why no summary
+            lines = [f"no summary: the worklist database did not answer ({type(error).__name__})"]
+        for line in lines:
             self.console.print(line, soft_wrap=True)
