@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, make_session_factory
 from db.models import Status, WorklistEntry
-from tests.processes import CLI
+from tests.processes import CLI, wait_until
 from worker.cli.run_report import Baseline, CountingIntake, RunCounts, RunProgress
 from worker.intake import Intake
 
@@ -159,3 +160,33 @@ def test_a_database_that_stops_answering_mid_run_costs_the_line_not_the_run(
     assert stream.getvalue() == (
         "no summary: the worklist database did not answer (OperationalError)\n"
     )
+
+
+def test_a_worker_that_dies_is_said_with_the_end_of_its_log(tmp_path: Path):
+    (tmp_path / "inbox").mkdir()
+    log_file = tmp_path / "data" / "logs" / "run.log"
+    env = {**_clean_environment(), "CXR_DATA_DIR": str(tmp_path / "data")}
+    with subprocess.Popen(
+        [*CLI, "run", "./inbox"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            wait_until(
+                lambda: log_file.exists() and " ready." in log_file.read_text(), 120, "the worker"
+            )
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            os.kill(int(children.split()[0]), signal.SIGKILL)  # the Celery worker
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1
+    assert "the worker exited (-9); stopping" in stderr
+    assert f"the last lines of {log_file}:" in stderr
+    assert " ready." in stderr  # the log's end, where the person can see it
+    assert "files seen:  0" in stdout
