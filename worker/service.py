@@ -16,7 +16,7 @@ from types import FrameType
 from sqlalchemy import func, select
 
 from db.models import WAITING_STATUSES, WorklistEntry
-from ingest.watcher import InboxWalk, InboxWatcher, WatchConfig
+from ingest.watcher import InboxWalk, InboxWatcher, OnStableFiles, WatchConfig
 from worker.celery_app import QUEUES
 from worker.intake import Intake
 from worker.resources import get_session_factory
@@ -25,9 +25,16 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build_watcher(settings: Settings) -> InboxWatcher:
+def build_intake(settings: Settings) -> Intake:
+    """The watcher's callback, wired to the database and the broker."""
     from worker.tasks import enqueue
 
+    return Intake(settings, get_session_factory(), enqueue)
+
+
+def build_watcher(settings: Settings, on_stable_files: OnStableFiles | None = None) -> InboxWatcher:
+    """The production watcher; ``on_stable_files`` replaces the intake (``run`` wraps it to
+    count what it quarantines)."""
     for folder in (settings.inbox_dir, settings.archive_dir, settings.quarantine_dir):
         folder.mkdir(parents=True, exist_ok=True)
     config = WatchConfig(
@@ -38,7 +45,7 @@ def build_watcher(settings: Settings) -> InboxWatcher:
         quiet_period_s=settings.quiet_period_s,
         rehand_after_s=settings.requeue_after_s,
     )
-    return InboxWatcher(config, Intake(settings, get_session_factory(), enqueue))
+    return InboxWatcher(config, on_stable_files or build_intake(settings))
 
 
 def worker_argv(
@@ -95,13 +102,22 @@ def stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level``, through the PHI guard (:mod:`worker.phi_logging`)."""
+def configure_logging(level: str, log_file: Path | None = None) -> None:
+    """Log to stderr (or append to ``log_file``) at ``level``, through the PHI guard
+    (:mod:`worker.phi_logging`). With a file, Python warnings go there too: the terminal is
+    left to ``run``'s progress line."""
     from worker.phi_logging import install_phi_guard
 
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        logging.captureWarnings(True)
     logging.basicConfig(
         level=level.upper(),
-        stream=sys.stderr,
+        handlers=[handler],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     install_phi_guard()

@@ -212,7 +212,9 @@ def test_embedded_default_in_one_command(tmp_path: Path, model_dir: Path) -> Non
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
         code = process.wait(timeout=120)
     assert code == 0, log.read_text()[-3000:]
-    assert "concurrency: 2 (prefork)" in log.read_text()  # both cores, as in server mode
+    # both cores, as in server mode (the worker's banner is in the log file, not on stdout)
+    assert "concurrency: 2 (prefork)" in (data / "logs" / "run.log").read_text()
+    assert f"files seen:  {len(expected) + 1}" in log.read_text()  # + the resent duplicate
     env["CXR_DATA_DIR"] = str(data)
     env["CXR_INBOX"] = str(inbox)
     # archive and quarantine default to folders under the data directory

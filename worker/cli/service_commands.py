@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,52 +38,96 @@ def run(
     exit_when_idle: Annotated[
         bool, typer.Option(help="Stop once the inbox is empty and every row is final")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="The worker's and watcher's logs on the terminal, not a file"
+        ),
+    ] = False,
 ) -> None:
     """Everything on one machine, no servers: migrations, a worker and the watcher.
 
     Uses the embedded defaults (SQLite and a filesystem broker under CXR_DATA_DIR) unless
-    CXR_DATABASE_URL / CXR_BROKER_URL say otherwise. Ctrl-C stops cleanly.
+    CXR_DATABASE_URL / CXR_BROKER_URL say otherwise. Shows a progress line and a summary;
+    the logs go to <data_dir>/logs/run.log (--verbose: to the terminal). Ctrl-C stops cleanly.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db import migrate
     from worker import service
 
+    if inbox is not None and not inbox.expanduser().is_dir():
+        # A typo would otherwise become an empty folder watched for ever.
+        raise typer.BadParameter(
+            f"{inbox} is not a folder; create it or check the path", param_hint="INBOX"
+        )
     settings = _settings(inbox)
-    service.configure_logging(settings.log_level)
-    migrate.upgrade(settings.db_url)
-    env = dict(os.environ)
+    log_file = None if verbose else settings.data_dir / "logs" / "run.log"
+    service.configure_logging(settings.log_level, log_file)
+    if log_file is not None:
+        typer.echo(f"logs: {log_file}", err=True)
+    try:
+        migrate.upgrade(settings.db_url)
+    except SQLAlchemyError as error:
+        typer.echo(f"cannot open the worklist database {_safe_url(settings.db_url)}:", err=True)
+        typer.echo(f"  {_first_line(error)}", err=True)
+        raise typer.Exit(1) from error
     # Prefork with CXR_WORKER_CONCURRENCY processes (2) on every broker: one solo process
     # used one core, the slowest mode of all on a 2-core machine.
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
     argv += service.worker_argv(settings)
-    # Own session: Ctrl-C reaches only us, and we stop the worker once, warmly.
-    worker_process = subprocess.Popen(argv, env=env, start_new_session=True)
+    with contextlib.ExitStack() as closing:
+        output = None if log_file is None else closing.enter_context(log_file.open("ab"))
+        # Own session: Ctrl-C reaches only us, and we stop the worker once, warmly.
+        worker_process = subprocess.Popen(
+            argv, env=dict(os.environ), stdout=output, stderr=output, start_new_session=True
+        )
+        status = _supervise(settings, worker_process, exit_when_idle, log_file)
+    raise typer.Exit(status)
+
+
+def _supervise(
+    settings: Settings,
+    worker_process: subprocess.Popen[bytes],
+    exit_when_idle: bool,
+    log_file: Path | None,
+) -> int:
+    """Run the watcher (and the result deliverer) beside the worker until stopped; show the
+    progress line, then the summary. Returns the exit status."""
+    from worker import service
+    from worker.cli.run_report import CountingIntake, RunProgress
+    from worker.delivery import build_deliverer
+    from worker.resources import get_session_factory
+
     stop = threading.Event()
     service.stop_on_signals(stop)
-    watcher = service.build_watcher(settings)
+    counting = CountingIntake(service.build_intake(settings))
+    progress = RunProgress(get_session_factory(), counting, sys.stdout)  # before any admission
+    watcher = service.build_watcher(settings, counting)
     watcher_thread = threading.Thread(target=watcher.run, args=(stop,), name="watcher")
     watcher_thread.start()
-    from worker.delivery import build_deliverer
-
     deliverer = build_deliverer(settings)  # None without a PACS: results stay in the outbox
     if deliverer is not None:
         threading.Thread(target=deliverer.run, args=(stop,), name="results", daemon=True).start()
     typer.echo(f"cxr-triage running: watching {settings.inbox_dir} (Ctrl-C stops)", err=True)
     status = 0
     idle_checks = 0
+    problem = ""
     try:
-        while not stop.wait(1.0):
-            if worker_process.poll() is not None:
-                typer.echo("the worker exited; stopping", err=True)
-                status = 1
-                break
-            if not watcher_thread.is_alive():
-                status = 1
-                break
-            if exit_when_idle:
-                idle_checks = idle_checks + 1 if service.is_idle(settings) else 0
-                if idle_checks >= 3:
-                    typer.echo("inbox empty and every row final; stopping", err=True)
+        with progress:
+            while not stop.wait(1.0):
+                if worker_process.poll() is not None:
+                    problem, status = f"the worker exited ({worker_process.returncode})", 1
                     break
+                if not watcher_thread.is_alive():
+                    problem, status = "the watcher stopped", 1
+                    break
+                progress.update()
+                if exit_when_idle:
+                    idle_checks = idle_checks + 1 if service.is_idle(settings) else 0
+                    if idle_checks >= 3:
+                        typer.echo("inbox empty and every row final; stopping", err=True)
+                        break
     finally:
         stop.set()
         watcher_thread.join(timeout=30)
@@ -93,7 +138,32 @@ def run(
             except subprocess.TimeoutExpired:
                 worker_process.kill()
                 worker_process.wait()
-    raise typer.Exit(status)
+    if problem:
+        typer.echo(f"{problem}; stopping", err=True)
+        if log_file is not None:
+            typer.echo(f"the last lines of {log_file}:", err=True)
+            typer.echo(_tail(log_file, 15), err=True)
+    progress.print_summary()
+    return status
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _first_line(error: BaseException) -> str:
+    """The driver's own message, without SQLAlchemy's statement and background link."""
+    original = getattr(error, "orig", None) or error
+    return (str(original).strip().splitlines() or [type(original).__name__])[0]
+
+
+def _tail(path: Path, lines: int) -> str:
+    with path.open("rb") as stream:
+        stream.seek(max(0, path.stat().st_size - 16384))
+        text = stream.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
 
 
 @app.command()

@@ -9,14 +9,17 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from db.models import ReviewDecision, Status, WorklistEntry, utcnow
 from db.worklist import parse_when
@@ -151,38 +154,90 @@ def worklist(
         _print_table(rows)
 
 
+#: Below this many columns the table drops what the narrow view can do without.
+WIDE_TABLE = 120
+#: The narrowest a folding column gets (unless its header or its widest value is narrower).
+MIN_FOLD = 8
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    cells: list[str]
+    share: int = 0  # 0: as wide as its widest value; n: folds, widened by n parts of the rest
+    justify: JustifyMethod = "left"
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    table = Table(title="cxr-triage worklist - not for diagnostic use", show_lines=False)
-    for name in (
-        "id",
-        "priority",
-        "probability",
-        "label",
-        "status",
-        "flags",
-        "PACS results",
-        "accession",
-        "received (UTC)",
-        "source",
-    ):
-        table.add_column(name)
-    for row in rows:
-        probability = row["probability"]
-        cells = (
-            str(row["id"]),
-            row["priority"] or "-",
-            f"{probability:.3f}" if probability is not None else "-",
-            row["label"] or "-",
-            row["status"] + (f" ({row['reason']})" if row["reason"] else ""),
-            row["flags"] or "",
-            row[RESULTS_COLUMN],
-            row["accession_number"] or "",
-            (row["received_at"] or "")[:19],
-            row["source_name"],
-        )
+    """The worklist for a terminal: whole headers at any width, long values folding.
+
+    Below ``WIDE_TABLE`` columns the label (it follows from the priority) goes and the time
+    loses its year and seconds; at any width a column empty in every row (no PACS results,
+    no accession numbers for JPEGs) goes. ``--json`` keeps everything. The widths are shared
+    out here (:func:`_widths`): Rich's own shrinking cut every header at 80 columns ("prior…",
+    "proba…") and ignores ratios unless the table fills the screen.
+    """
+    console = Console()
+    wide = console.width >= WIDE_TABLE
+    received = [(r["received_at"] or "")[:19].replace("T", " ") for r in rows]
+    candidates = [
+        _Column("id", [str(r["id"]) for r in rows], justify="right"),
+        _Column("priority", [r["priority"] or "-" for r in rows]),
+        _Column("prob", [_probability(r["probability"]) for r in rows], justify="right"),
+        *([_Column("label", [r["label"] or "-" for r in rows])] if wide else []),
+        _Column(
+            "status",
+            [r["status"] + (f" ({r['reason']})" if r["reason"] else "") for r in rows],
+            share=2,
+        ),
+        _Column("flags", [(r["flags"] or "").replace(",", ", ") for r in rows], share=2),
+        _Column("PACS results", [r[RESULTS_COLUMN] for r in rows], share=1),
+        _Column("accession", [r["accession_number"] or "" for r in rows], share=2),
+        _Column("received (UTC)", received)
+        if wide
+        else _Column("received", [when[5:16] for when in received]),
+        _Column("file", [r["source_name"] for r in rows], share=4),
+    ]
+    columns = [c for c in candidates if any(c.cells) or not rows]
+    table = Table(
+        *(
+            Column(c.header, width=width, justify=c.justify, overflow="fold", no_wrap=not c.share)
+            for c, width in zip(columns, _widths(columns, console.width), strict=True)
+        ),
+        title="cxr-triage worklist - not for diagnostic use",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for index in range(len(rows)):
         # File names and header fields come from senders: text, never Rich markup.
-        table.add_row(*(escape(cell) for cell in cells))
-    Console().print(table)
+        table.add_row(*(escape(c.cells[index]) for c in columns))
+    console.print(table)
+
+
+def _widths(columns: list[_Column], width: int) -> list[int]:
+    """Fixed columns as wide as their widest value; folding ones from their header (or
+    ``MIN_FOLD``) up, one character at a time to the one furthest below its share, until the
+    line is ``width`` long or each holds its widest value."""
+    natural = [max(cell_len(text) for text in (c.header, *c.cells)) for c in columns]
+    widths = [
+        n if not c.share else min(n, max(cell_len(c.header), MIN_FOLD))
+        for c, n in zip(columns, natural, strict=True)
+    ]
+    left = width - sum(widths) - 2 * (len(columns) - 1)  # two spaces between columns
+    while left > 0:
+        growing = [i for i, c in enumerate(columns) if c.share and widths[i] < natural[i]]
+        if not growing:
+            break
+        narrowest = min(growing, key=lambda i: widths[i] / columns[i].share)
+        widths[narrowest] += 1
+        left -= 1
+    return widths
+
+
+def _probability(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
 
 
 @app.command()
