@@ -16,6 +16,7 @@ from types import FrameType
 from sqlalchemy import func, select
 
 from db.models import WAITING_STATUSES, WorklistEntry
+from ingest.staging import staging_dir
 from ingest.watcher import InboxWalk, InboxWatcher, OnStableFiles, WatchConfig
 from worker.celery_app import QUEUES
 from worker.intake import Intake
@@ -79,8 +80,16 @@ def inbox_files(inbox: Path) -> Iterator[Path]:
 
 
 def is_idle(settings: Settings) -> bool:
-    """No file waits in the inbox and no row is queued or processing."""
+    """No file waits in the inbox or in staging, no row is queued or processing, and (on the
+    embedded broker) no task waits in its queue: the heatmap/SR/SC tasks run after all
+    triage work, so an empty worklist queue alone would stop ``run`` before its results.
+    A task a worker holds is finished by its warm shutdown."""
     if next(inbox_files(settings.inbox_dir), None) is not None:
+        return False
+    if any(path.is_file() for path in staging_dir(settings.inbox_dir).glob("*")):
+        return False
+    queue = settings.broker_folder / "queue"
+    if settings.broker.startswith("filesystem://") and any(queue.glob("*")):
         return False
     with get_session_factory()() as session:
         waiting = session.scalar(

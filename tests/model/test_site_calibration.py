@@ -209,8 +209,12 @@ def test_site_model_evaluates_and_scores_worklist_rows(site_model: Path, tmp_pat
     assert run.returncode == 0, run.stderr[-3000:]
     database_url = f"sqlite:///{tmp_path / 'data' / 'worklist.sqlite3'}"
     wait_until(all_final(database_url, 2), 30, "both rows final")
-    versions = {row.model_version for row in rows(database_url)}
+    scored = rows(database_url)
+    versions = {row.model_version for row in scored}
     assert versions == {json.loads((site_model / "model_card.json").read_text())["model_version"]}
+    # --exit-when-idle waits for the heatmap tasks, which run after all triage work
+    overlays = tmp_path / "data" / "overlays"
+    assert all((overlays / f"{row.file_sha256}.png").is_file() for row in scored)
 
 
 @pytest.mark.slow
