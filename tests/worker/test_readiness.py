@@ -146,3 +146,17 @@ def test_a_marker_left_by_a_dead_process_never_counts(tmp_path: Path) -> None:
     assert not host.ready and host.workers[0].warm == 0
     readiness.mark_process_solo(data_dir, 1.0)
     assert readiness.check(data_dir).ready
+
+
+def test_the_embedded_run_reports_ready_once_both_processes_are_warm(tmp_path: Path) -> None:
+    """``cxr-triage run`` (README's first command) starts a prefork worker of 2: the same
+    readiness, seen by ``status --ready`` from another process."""
+    env = _env(tmp_path)
+    log = tmp_path / "run.log"
+    with running(["run"], env, log):
+        wait_until(lambda: _status_ready(env)[0] == 0, 300, "status --ready to pass", [log])
+        code, report = _status_ready(env)
+        assert code == 0
+        assert [(w["processes"], w["warm"]) for w in report["workers"]] == [(2, 2)]
+        wait_until(lambda: " ready: 2 of 2" in log.read_text(), 10, "the ready line", [log])
+    assert _status_ready(env)[0] == 1
