@@ -176,6 +176,8 @@ def _prepare_solo(sender: Any = None, **_: Any) -> None:
     line). Solo and thread pools never fork: load the model in this process now."""
     from worker import readiness
 
+    if getattr(sender, "app", None) is not app:  # another Celery app in this process (tests)
+        return
     data_dir = get_settings().data_dir
     node = str(getattr(sender, "hostname", "worker"))
     pool_module = type(getattr(sender, "pool", None)).__module__
@@ -191,9 +193,11 @@ def _prepare_solo(sender: Any = None, **_: Any) -> None:
 
 
 @signals.worker_shutdown.connect
-def _not_ready(**_: Any) -> None:
+def _not_ready(sender: Any = None, **_: Any) -> None:
     from worker import readiness
 
+    if getattr(sender, "app", None) is not app:
+        return
     _readiness_stop.set()
     data_dir = get_settings().data_dir
     readiness.forget_worker(data_dir)
