@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 from celery import Celery, signals
@@ -99,6 +101,18 @@ def _cap_phi_loggers(**_: Any) -> None:
     from worker.phi_logging import install_phi_guard
 
     install_phi_guard()
+    logging.getLogger("celery.apps.worker").addFilter(_not_ready_yet)
+
+
+def _not_ready_yet(record: logging.LogRecord) -> bool:
+    """Celery's ``<node> ready.`` means connected; the model is not loaded yet. Say so: the
+    ready line is :mod:`worker.readiness`'s, logged once every process is warm."""
+    message = record.msg  # the PHI guard may have merged the node name in already
+    if isinstance(message, str) and message.endswith(" ready."):
+        record.msg = message.removesuffix(" ready.") + (
+            " connected to the broker; not ready until the model is warm"
+        )
+    return True
 
 
 @signals.worker_process_init.connect
@@ -108,7 +122,11 @@ def _prepare_child(**_: Any) -> None:
     from worker import resources
 
     resources.after_fork()
-    _warm_up()
+    seconds = _warm_up()
+    if seconds is not None:
+        from worker import readiness
+
+        readiness.mark_process_warm(get_settings().data_dir, seconds)
 
 
 @signals.worker_init.connect
@@ -143,17 +161,35 @@ def _drift_collectors() -> list[Any]:
 
 @signals.worker_process_shutdown.connect
 def _forget_child(pid: int | None = None, **_: Any) -> None:
-    from worker import metrics
+    from worker import metrics, readiness
 
     metrics.mark_process_dead(pid or os.getpid())
+    readiness.forget_process(get_settings().data_dir, pid)
+
+
+_readiness_stop = threading.Event()
 
 
 @signals.worker_ready.connect
 def _prepare_solo(sender: Any = None, **_: Any) -> None:
-    """Solo and thread pools never fork: load the model in this process before the first task."""
+    """Register how many warm processes make this worker ready, and watch for them (the ready
+    line). Solo and thread pools never fork: load the model in this process now."""
+    from worker import readiness
+
+    if getattr(sender, "app", None) is not app:  # another Celery app in this process (tests)
+        return
+    data_dir = get_settings().data_dir
+    node = str(getattr(sender, "hostname", "worker"))
     pool_module = type(getattr(sender, "pool", None)).__module__
-    if pool_module.endswith((".solo", ".thread")):
-        _warm_up()
+    solo = pool_module.endswith((".solo", ".thread"))
+    controller = getattr(sender, "controller", None)
+    processes = 1 if solo else int(getattr(controller, "concurrency", None) or 1)
+    readiness.register_worker(data_dir, node, processes)
+    readiness.watch_and_log(data_dir, node, _readiness_stop)
+    if solo:
+        seconds = _warm_up()
+        if seconds is not None:
+            readiness.mark_process_solo(data_dir, seconds)
 
 
 @signals.worker_ready.connect
@@ -165,9 +201,22 @@ def _keep_leases(**_: Any) -> None:
     start_keeper(get_settings())
 
 
-def _warm_up() -> None:
+@signals.worker_shutdown.connect
+def _not_ready(sender: Any = None, **_: Any) -> None:
+    from worker import readiness
+
+    if getattr(sender, "app", None) is not app:
+        return
+    _readiness_stop.set()
+    data_dir = get_settings().data_dir
+    readiness.forget_worker(data_dir)
+    readiness.forget_process(data_dir)  # solo: the main process was the scoring one
+
+
+def _warm_up() -> float | None:
     """Everything the first task would otherwise pay for: the model with its traced graphs,
-    and the database driver with one pooled connection."""
+    and the database driver with one pooled connection. Returns the seconds the model took,
+    or None when it could not be loaded (the process then never reports ready)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from worker import resources
@@ -176,8 +225,12 @@ def _warm_up() -> None:
     threads = settings.model_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    started = time.monotonic()
+    seconds: float | None = None
     try:
         resources.get_scorer().warm_up(settings.batch_size)
+        seconds = time.monotonic() - started
+        log.info("model loaded and warm in process %d (%.1f s)", os.getpid(), seconds)
     except Exception:  # the task retries; the worker must come up to report it in Flower
         log.exception("model could not be loaded or traced at worker start")
     try:
@@ -185,3 +238,4 @@ def _warm_up() -> None:
             pass
     except SQLAlchemyError as error:  # tasks retry until the database is back
         log.warning("database not reachable at worker start: %s", type(error).__name__)
+    return seconds

@@ -61,3 +61,17 @@ def test_redis_never_evicts_and_workers_scale() -> None:
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker  # --scale works
     assert all("healthcheck" in services[name] for name in services if name != "migrate")
+
+
+def test_worker_is_healthy_only_when_its_model_is_warm() -> None:
+    """The worker's health check runs ``cxr-triage status --ready`` (an existing command and
+    option), given time to load the model before failures count."""
+    check = _services()["worker"]["healthcheck"]
+    test = check["test"]
+    assert test[0] == "CMD-SHELL"
+    first = test[1].split("&&")[0].split()
+    assert first == ["cxr-triage", "status", "--ready"]
+    command, rest = _resolve(first[1:])
+    options = {o for p in command.params for o in getattr(p, "opts", [])}
+    assert set(rest) <= options
+    assert int(str(check["start_period"]).rstrip("s")) >= 60

@@ -263,8 +263,24 @@ def review(
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable")] = False,
+    ready: Annotated[
+        bool,
+        typer.Option(
+            "--ready",
+            help="Only whether this host's workers have the model warm in every process: "
+            "exit 0 if so, 1 if not (the container health check; no database needed)",
+        ),
+    ] = False,
 ) -> None:
-    """Counts by status, SR/SC objects by state, queue depth, the oldest case still waiting."""
+    """Counts by status, SR/SC objects by state, queue depth, the oldest case still waiting,
+    and whether this host's workers are ready."""
+    from worker import readiness
+
+    get_settings.cache_clear()
+    host = readiness.check(get_settings().data_dir)
+    if ready:
+        typer.echo(json.dumps(host.as_dict()) if as_json else host.summary())
+        raise typer.Exit(0 if host.ready else 1)
     from db.results import state_counts
     from db.worklist import counts_by_status, oldest_waiting
 
@@ -289,6 +305,7 @@ def status(
         "queues": _queue_depths(),
         "oldest_waiting": oldest_info,
         "drift": drift.as_dict() if drift else None,
+        "worker": host.as_dict(),
     }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -303,6 +320,7 @@ def status(
         )
     else:
         typer.echo("oldest waiting: none")
+    typer.echo(host.summary())
     if drift is not None:
         typer.echo(drift.summary())
         for warning in drift.warnings:
