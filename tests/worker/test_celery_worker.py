@@ -96,6 +96,7 @@ def test_live_arrivals_are_taken_before_a_backfill(
     import worker.celery_app as celery_module
 
     celery_module.app.conf.broker_url = redis_url
+    celery_module.app.conf.broker_transport = None  # not the embedded broker's transport
     celery_module.app.conf.broker_transport_options = {
         "visibility_timeout": 1800,
         "queue_order_strategy": "priority",
@@ -144,6 +145,7 @@ def test_each_task_names_its_batch_of_row_ids_for_flower(
     import worker.celery_app as celery_module
 
     celery_module.app.conf.broker_url = redis_url
+    celery_module.app.conf.broker_transport = None  # not the embedded broker's transport
     from worker.tasks import enqueue
 
     files = [
