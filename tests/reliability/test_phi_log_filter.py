@@ -47,6 +47,6 @@ def test_no_patient_data_reaches_the_logs_of_the_leaky_paths(tmp_path: Path) -> 
     assert "DEBUG" in text
     assert "UserWarning at " in text and "highdicom" in text  # the warning, not its text
     assert "row 6: wrote 2 results" in text  # a malformed birth date no longer costs the SR
-    assert "row 7: heatmap/SR/SC could not be written" in text
+    assert "row 7: no SR/SC" in text  # recorded as the row's failed results, by row id
     assert "SourceHeaderError: the source is not a readable DICOM file" in text
     assert "retry:" in text and "FileNotFoundError: [Errno 2] No such file or directory" in text
