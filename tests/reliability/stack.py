@@ -16,6 +16,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from db.models import Status
+from tests.corpus import dataset_jpegs
 from tests.ingest.dicom_factory import jpeg2000_16bit, jpeg_grey, sample_jpegs, write
 from tests.processes import cli, files_under, rows, running, service_env
 
@@ -103,14 +104,22 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def small_pngs(folder: Path, count: int, size: int = 48, nested: bool = True) -> list[Path]:
-    """``count`` distinct small grey PNGs (unique content), spread over nested folders."""
-    rng = np.random.default_rng(count)
+def small_pngs(folder: Path, count: int, size: int = 64, nested: bool = True) -> list[Path]:
+    """``count`` distinct small chest radiograph PNGs, spread over nested folders.
+
+    Real training images at ``size`` px (random noise would now be refused by the content
+    check as not a chest radiograph), each made unique by the values of its first pixels.
+    """
+    bases = [
+        np.asarray(Image.open(path).convert("L").resize((size, size)), dtype=np.uint8)
+        for path in dataset_jpegs(24)
+    ]
     made = []
     for n in range(count):
         sub = folder / f"study{n // 100:03d}" / f"series{n // 10 % 10}" if nested else folder
         sub.mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        pixels = bases[n % len(bases)].copy()
+        pixels[0, :3] = (n >> 16 & 255, n >> 8 & 255, n & 255)  # unique content
         path = sub / f"img{n:05d}.png"
         Image.fromarray(pixels).save(path, optimize=False, compress_level=1)
         made.append(path)
