@@ -103,7 +103,7 @@ def decode_for_model(
     if uid is not None and _fast_path_applies(ds):
         try:
             result = _fast_decode(ds, uid, rows, columns, min_side)
-        except (*LIBRARY_ERRORS, OSError, struct.error, SyntaxError):
+        except (*LIBRARY_ERRORS, OSError, struct.error, SyntaxError, Image.DecompressionBombError):
             result = None  # a broken codestream: pydicom's decoder names the reason below
         if result is not None:
             frame, method = result
