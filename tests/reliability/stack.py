@@ -10,14 +10,21 @@ from contextlib import AbstractContextManager
 from functools import lru_cache
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.uid import generate_uid
+from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from db.models import Status
 from tests.corpus import dataset_jpegs
-from tests.ingest.dicom_factory import jpeg2000_16bit, jpeg_grey, sample_jpegs, write
+from tests.ingest.dicom_factory import (
+    dx_for_presentation_16bit,
+    encapsulated,
+    jpeg_grey,
+    sample_jpegs,
+    write,
+)
 from tests.processes import cli, files_under, rows, running, service_env
 
 
@@ -129,11 +136,18 @@ def small_pngs(folder: Path, count: int, size: int = 64, nested: bool = True) ->
 @lru_cache(maxsize=1)
 def _slow_template() -> pydicom.Dataset:
     """A 4,000 x 4,000 16-bit JPEG 2000 CR chest DICOM: several seconds to decode on one
-    core, which keeps a task observably in flight without any test-only code path."""
+    core, which keeps a task observably in flight without any test-only code path. Encoded
+    with a single resolution level, so the worker's reduced decode (``ingest.reduced``)
+    cannot take a lower one and must decode it whole."""
     ref = jpeg_grey(sample_jpegs(1)[0])
     big = np.asarray(Image.fromarray(ref).resize((4000, 4000)))
     noise = np.random.default_rng(0).integers(-3, 4, big.shape)
-    return jpeg2000_16bit(np.clip(big.astype(int) + noise, 0, 255).astype(np.uint8))
+    pixels = np.clip(big.astype(int) + noise, 0, 255).astype(np.uint8)
+    ds = dx_for_presentation_16bit(pixels)
+    code = imagecodecs.jpeg2k_encode(
+        pixels.astype(np.uint16) * 257, codecformat="J2K", reversible=True, resolutions=1
+    )
+    return encapsulated(ds, bytes(code), JPEG2000Lossless)
 
 
 def slow_dicom(path: Path, **attributes: object) -> Path:

@@ -153,7 +153,7 @@ def test_the_embedded_run_reports_ready_once_both_processes_are_warm(tmp_path: P
     readiness, seen by ``status --ready`` from another process."""
     env = _env(tmp_path)
     log = tmp_path / "run.log"
-    with running(["run"], env, log):
+    with running(["run", "--verbose"], env, log):  # the worker's log lines on the terminal
         wait_until(lambda: _status_ready(env)[0] == 0, 300, "status --ready to pass", [log])
         code, report = _status_ready(env)
         assert code == 0
