@@ -177,7 +177,7 @@ def test_a_worker_that_dies_is_said_with_the_end_of_its_log(tmp_path: Path):
     ) as process:
         try:
             wait_until(
-                lambda: log_file.exists() and " ready." in log_file.read_text(), 120, "the worker"
+                lambda: log_file.exists() and " ready: " in log_file.read_text(), 120, "the worker"
             )
             children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
             os.kill(int(children.split()[0]), signal.SIGKILL)  # the Celery worker
@@ -188,5 +188,5 @@ def test_a_worker_that_dies_is_said_with_the_end_of_its_log(tmp_path: Path):
     assert process.returncode == 1
     assert "the worker exited (-9); stopping" in stderr
     assert f"the last lines of {log_file}:" in stderr
-    assert " ready." in stderr  # the log's end, where the person can see it
+    assert " ready: " in stderr  # the log's end, where the person can see it
     assert "files seen:  0" in stdout
