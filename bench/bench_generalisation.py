@@ -10,6 +10,8 @@ and on the model's own validation split (true-aspect originals only). Usage:
     python bench/bench_generalisation.py --models model/shipped runs/r2 \\
         [--site ../shared/data/pediatric-cxr-site] [--data ../shared/data/pediatric-cxr]
 
+``--no-site`` prints only the validation-split crop table: that is the one to choose on.
+
 The site sample is for measuring, never for choosing among many candidates: say how many
 were compared when quoting these figures.
 """
@@ -42,7 +44,19 @@ def main() -> None:
     parser.add_argument("--site", type=Path, default=REPO.parent / "shared/data/pediatric-cxr-site")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/pediatric-cxr")
     parser.add_argument("--no-validation", action="store_true", help="skip the own-split table")
+    parser.add_argument(
+        "--no-site",
+        action="store_true",
+        help="only the own-split crop table: for choosing between candidates, which the site "
+        "sample must not be used for",
+    )
     args = parser.parse_args()
+    if args.no_site:
+        for model_dir in args.models:
+            classifier = Classifier.load(model_dir)
+            print(f"\n== {classifier.version} ({model_dir})")
+            _print_validation_crops(classifier, args.data)
+        return
 
     files = labelled_files(args.site)
     site_images = [load_scorable(path)[0].pixels for path, _ in files]
@@ -91,14 +105,18 @@ def main() -> None:
             )
         _print_crops("site sample", crop_invariance(classifier, site_images, site_labels))
         if not args.no_validation:
-            split = dataset.training_split(args.data, classifier.card)
-            kept = [r for r in split.validation if not r.squashed_copy]
-            images = [read_image(r.path).pixels for r in kept]
-            labels = np.array([r.label for r in kept])
-            _print_crops(
-                f"own validation split, {len(kept)} true-aspect originals",
-                crop_invariance(classifier, images, labels),
-            )
+            _print_validation_crops(classifier, args.data)
+
+
+def _print_validation_crops(classifier: Classifier, data: Path) -> None:
+    split = dataset.training_split(data, classifier.card)
+    kept = [r for r in split.validation if not r.squashed_copy]
+    images = [read_image(r.path).pixels for r in kept]
+    labels = np.array([r.label for r in kept])
+    _print_crops(
+        f"own validation split, {len(kept)} true-aspect originals",
+        crop_invariance(classifier, images, labels),
+    )
 
 
 def _in_batches(score: object, images: list[np.ndarray], batch: int = 32) -> np.ndarray:

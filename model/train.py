@@ -27,6 +27,12 @@ from model import dataset
 from model.augment import build_augmenter
 from model.calibration import calibrate_on_validation
 from model.card import WEIGHTS_FILE, ModelCard
+from model.consistency import (
+    CropConsistencyLoss,
+    flatten_pairs,
+    paired_validation_views,
+    tighter_crop,
+)
 from model.geometry import FieldOfView, random_field_of_view
 from model.network import DEFAULT_WIDTHS, build_model
 from model.plots import plot_training_curves
@@ -58,6 +64,9 @@ class TrainConfig:
     field_of_view: bool = True  # random crops that take away the framing shortcut
     fov: FieldOfView = field(default_factory=FieldOfView)  # their distribution
     init_from: Path | None = None  # start from this model directory's weights
+    # > 0: each training view is paired with a tighter top-and-bottom crop of itself and
+    # the squared gap between their logits is penalised with this weight (model/consistency.py).
+    crop_consistency: float = 0.0
     steps_per_epoch: int | None = None
     model_version: str = field(default_factory=lambda: datetime.now(UTC).strftime("cxr-%Y%m%d"))
 
@@ -74,11 +83,14 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     hashes = dataset.content_hashes(records)
     split = dataset.patient_split(records, hashes, config.validation_fraction, config.seed)
     log.info("split: %s", json.dumps(split.summary()))
+    paired = config.crop_consistency > 0
+    if paired and not config.field_of_view:
+        raise ValueError("crop consistency needs the field-of-view views (field_of_view=True)")
     if config.field_of_view:
         originals = dataset.load_cached_originals(
             split.train, config.cache_dir, read_grey, desc="train images"
         )
-        train_data = _field_of_view_views(originals, split.train, config)
+        train_data = _field_of_view_views(originals, split.train, config, paired)
     else:
         train_data = tf.data.Dataset.from_tensor_slices(
             dataset.load_cached_array(
@@ -90,6 +102,19 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     )
     train_y = np.array([r.label for r in split.train], dtype=np.float32)
     val_y = np.array([r.label for r in split.validation], dtype=np.float32)
+    if paired:
+        # Validation pairs each image with its w/h 1.5 crop, so the monitored ROC AUC pools
+        # both views: an epoch that lets tight framing push normals up scores worse.
+        val_views = paired_validation_views(
+            val_x,
+            dataset.load_cached_originals(
+                split.validation, config.cache_dir, read_grey, desc="validation originals"
+            ),
+            [r.squashed_copy for r in split.validation],
+            config.input_size,
+        )
+    else:
+        val_views = val_x
 
     net = build_model(config.input_size, config.widths, config.dropout, config.weight_decay)
     if config.init_from is not None:
@@ -104,7 +129,11 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     )
     net.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        loss=(
+            CropConsistencyLoss(config.crop_consistency)
+            if paired
+            else keras.losses.BinaryCrossentropy(from_logits=True)
+        ),
         metrics=[
             keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
             keras.metrics.AUC(from_logits=True, name="auc"),
@@ -113,9 +142,14 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
     best_path = config.out_dir / WEIGHTS_FILE
     fit_started = time.monotonic()
     history = net.fit(
-        _batches(train_data, train_y, config.batch_size, config.seed, augment=True),
+        _batches(train_data, train_y, config.batch_size, config.seed, augment=True, paired=paired),
         validation_data=_batches(
-            tf.data.Dataset.from_tensor_slices(val_x), val_y, 64, config.seed, augment=False
+            tf.data.Dataset.from_tensor_slices(val_views),
+            val_y,
+            64,
+            config.seed,
+            augment=False,
+            paired=paired,
         ),
         epochs=config.epochs,
         steps_per_epoch=steps,
@@ -187,36 +221,57 @@ def train(config: TrainConfig, read_grey: Callable[[Path], np.ndarray]) -> Model
 
 
 def _field_of_view_views(
-    originals: list[np.ndarray], records: tuple[dataset.Record, ...], config: TrainConfig
+    originals: list[np.ndarray],
+    records: tuple[dataset.Record, ...],
+    config: TrainConfig,
+    paired: bool = False,
 ) -> tf.data.Dataset:
     """One random crop of each record, preprocessed as production preprocesses.
 
     Each pass (epoch) draws new crops in record order; the shuffle in :func:`_batches`
-    mixes them, as it does the cached squares.
+    mixes them, as it does the cached squares. ``paired``: each element is the view and a
+    tighter top-and-bottom crop of it, stacked ``(2, S, S)``.
     """
     rng = np.random.default_rng(config.seed)
     fov = config.fov
     squashed = [r.squashed_copy for r in records]
     size = config.input_size
 
+    def levels(view: np.ndarray) -> np.ndarray:
+        return to_model_levels(resize_square(view, size))
+
     def views() -> object:
         for grey, squashed_copy in zip(originals, squashed, strict=True):
             view = random_field_of_view(grey, squashed_copy, rng, fov)
-            yield to_model_levels(resize_square(view, size))
+            if paired:
+                yield np.stack([levels(view), levels(tighter_crop(view, rng))])
+            else:
+                yield levels(view)
 
-    return tf.data.Dataset.from_generator(
-        views, output_signature=tf.TensorSpec((size, size), tf.uint8)
-    )
+    shape = (2, size, size) if paired else (size, size)
+    return tf.data.Dataset.from_generator(views, output_signature=tf.TensorSpec(shape, tf.uint8))
 
 
 def _batches(
-    images: tf.data.Dataset, y: np.ndarray, batch_size: int, seed: int, augment: bool
+    images: tf.data.Dataset,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+    paired: bool = False,
 ) -> tf.data.Dataset:
-    """uint8 images -> float [0, 1] batches; augmented and reshuffled each epoch if training."""
+    """uint8 images -> float [0, 1] batches; augmented and reshuffled each epoch if training.
+
+    ``paired``: elements are ``(2, S, S)`` view pairs; a batch of B pairs becomes 2 B images,
+    the B first views then their B partners (what :class:`CropConsistencyLoss` expects).
+    """
     data = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(y)))
     if augment:
         data = data.shuffle(len(y), seed=seed, reshuffle_each_iteration=True).repeat()
-    data = data.batch(batch_size).map(
+    data = data.batch(batch_size)
+    if paired:
+        data = data.map(flatten_pairs)
+    data = data.map(
         lambda images, labels: (tf.cast(images[..., tf.newaxis], tf.float32) / 255.0, labels)
     )
     if augment:

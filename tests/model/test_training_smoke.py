@@ -15,8 +15,8 @@ from tests.ingest.dicom_factory import data_dir
 pytestmark = pytest.mark.tf
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=[0.0, 0.5], ids=["plain", "crop-consistency"])
+def smoke_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (data_dir() / "MANIFEST.csv").is_file():
         pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
     out = tmp_path_factory.mktemp("run")
@@ -43,13 +43,17 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(out / "cache"),
         "--model-version",
         "smoke",
+        "--crop-consistency",
+        str(request.param),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
 
-def test_training_writes_weights_card_history_and_curves(smoke_run: Path) -> None:
+def test_training_writes_weights_card_history_and_curves(
+    smoke_run: Path, request: pytest.FixtureRequest
+) -> None:
     for name in (
         "model.keras",
         "model_card.json",
@@ -61,6 +65,8 @@ def test_training_writes_weights_card_history_and_curves(smoke_run: Path) -> Non
     card = json.loads((smoke_run / "model_card.json").read_text())
     assert card["input_size"] == 64
     assert card["model_version"] == "smoke"
+    weight = request.node.callspec.params["smoke_run"]
+    assert card["training"]["config"]["crop_consistency"] == weight
     point = card["operating_point"]
     assert 0 <= point["suspect_threshold"] <= point["threshold"] <= 1
     assert card["data"]["split"]["validation"]["images"] > 0

@@ -114,6 +114,15 @@ def train(
     fov_max_aspect: Annotated[
         float, typer.Option(min=1.2, max=3.0, help="Widest training crop (width/height).")
     ] = 1.9,
+    crop_consistency: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Pair each training view with a tighter top-and-bottom crop of itself and "
+            "penalise the squared gap between their logits with this weight (0: off; see "
+            "model/consistency.py).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the CNN on a patient-level split, calibrate it and write a model directory.
 
@@ -144,6 +153,7 @@ def train(
         field_of_view=field_of_view,
         fov=FieldOfView(aspect=(0.95, fov_max_aspect), full_view=fov_full_view),
         init_from=init_from,
+        crop_consistency=crop_consistency,
     )
     if model_version:
         config = dataclasses.replace(config, model_version=model_version)
