@@ -133,6 +133,7 @@ def _prepare_child(**_: Any) -> None:
 def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves ``/metrics``: the sum over its prefork children."""
     from worker import metrics
+    from worker.resources import get_session_factory
 
     settings = get_settings()
     port = settings.metrics_port
@@ -140,7 +141,12 @@ def _serve_metrics(**_: Any) -> None:
         return
     metrics.reset_multiprocess_dir()
     try:
-        metrics.serve(port, settings.metrics_address, collectors=_drift_collectors())
+        metrics.serve(
+            port,
+            settings.metrics_address,
+            result_counts=lambda: metrics.result_state_counts(get_session_factory()),
+            collectors=_drift_collectors(),
+        )
     except OSError as error:  # a second worker on this host: its children still count
         log.warning("metrics port %d unavailable (%s); not serving /metrics", port, error)
 

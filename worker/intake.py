@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,6 +66,9 @@ class Intake:
     settings: Settings
     sessions: sessionmaker[Session]
     enqueue: Enqueue
+    #: Errors of ``enqueue`` that mean the broker is down: every later send would wait out
+    #: its retries too, so the files of all unsent batches are handed back at once.
+    outage: tuple[type[Exception], ...] = ()
 
     def __call__(self, files: Sequence[tuple[Path, Origin]]) -> list[Path]:
         """The watcher's callback: admit a batch; return the files to hand again later."""
@@ -147,7 +149,7 @@ class Intake:
             ids = [pending.entry_id for pending in batch]
             try:
                 self.enqueue(ids, batch[0].origin)
-            except BrokerError as error:  # every later send would wait out its retries too
+            except self.outage as error:
                 unsent = [pending.path for later in batches[index:] for pending in later]
                 log.warning("broker unavailable (%s): %d file(s) handed back", error, len(unsent))
                 admissions.update((path, Admission.RETRY) for path in unsent)

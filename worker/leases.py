@@ -26,8 +26,6 @@ decides who stores it).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -53,11 +51,6 @@ log = logging.getLogger(__name__)
 REFILE_GRACE_S = 60.0
 #: Staging folder checks happen every this many ticks (a listing, and one query if needed).
 REFILE_EVERY_TICKS = 6
-
-
-def holder_id() -> str:
-    """Who holds a claim, for people reading the worklist: ``host:pid`` of the process."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
 def running_task_ids() -> set[str]:

@@ -1,7 +1,10 @@
 """``triage``: read -> eligibility -> model -> priority -> worklist row -> archive/quarantine.
 
-Plain Python, no Celery: the task is one line calling :func:`triage`, and the tests drive
-:class:`Pipeline` directly. Order of effects, chosen so a crash anywhere is recoverable:
+Plain Python, no Celery: :class:`Pipeline` takes its collaborators (settings, a session
+factory, the scorer, what to send and which exceptions to let through) as arguments;
+:mod:`worker.tasks` wires them for a worker process, and the tests drive it directly.
+
+Order of effects, chosen so a crash anywhere is recoverable:
 
 1. claim the task's rows (its admitted batch; topped up to ``batch_size`` with other queued
    rows) with the task's token and a lease that the worker node renews
@@ -24,6 +27,8 @@ outages propagate, and Celery retries the task with backoff.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +38,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Status, WorklistEntry, utcnow
+from db.models import Status, utcnow
 from db.worklist import (
     Scored,
     claim_autocommit,
@@ -56,13 +61,17 @@ from ingest.loading import load_scorable
 from ingest.staging import Fingerprint, stage, staged_path, unstage
 from model.prediction import Prediction
 from worker import drift
-from worker.leases import holder_id
 from worker.metrics import get_metrics
 from worker.population import content_rejection, population_flags
 from worker.scoring import Scorer
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def holder_id() -> str:
+    """Who holds a claim, for people reading the worklist: ``host:pid`` of the process."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
 @dataclass(frozen=True)
@@ -410,35 +419,4 @@ def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
     )
 
 
-def triage(entry_ids: Sequence[int], token: str, retry: bool = False) -> list[Outcome]:
-    """The Celery task's body: the pipeline wired to this process's engine and model."""
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    from ingest.watcher import Origin
-    from worker.resources import (
-        get_decode_min_side,
-        get_drift_watch,
-        get_scorer,
-        get_session_factory,
-    )
-    from worker.settings import get_settings
-    from worker.tasks import enqueue, enqueue_publish
-
-    def send_alone(entry_ids: Sequence[int]) -> None:
-        for entry_id in entry_ids:
-            enqueue([entry_id], Origin.LIVE)
-
-    pipeline = Pipeline(
-        get_settings(),
-        get_session_factory(),
-        get_scorer,
-        on_scored=enqueue_publish,
-        reraise=(SoftTimeLimitExceeded,),
-        after_batch=get_drift_watch().check,
-        decode_min_side=get_decode_min_side(),
-        send_alone=send_alone,
-    )
-    return pipeline.triage(entry_ids, token, retry=retry)
-
-
-__all__ = ["Outcome", "Pipeline", "Scorer", "WorklistEntry", "triage"]
+__all__ = ["Job", "Outcome", "Pipeline", "holder_id"]
