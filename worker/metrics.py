@@ -70,7 +70,7 @@ class _Versioned(Protocol):
 
 
 class OutcomeLike(Protocol):
-    """What :class:`worker.pipeline.Outcome` offers (metrics does not import the pipeline)."""
+    """What every :data:`worker.outcomes.Outcome` offers."""
 
     @property
     def status(self) -> _Valued: ...
