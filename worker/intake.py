@@ -57,7 +57,7 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"  # quarantined as a copy of an existing row
     UNSAFE = "unsafe"  # a symlink or special file; quarantined unread
     REFUSED = "refused"  # the database refused a value of this file; quarantined, no row
-    GONE = "gone"  # the file vanished before it could be read
+    VANISHED = "vanished"  # the file left the inbox before it could be read
     RETRY = "retry"  # the file could not be read now; the watcher hands it again later
 
 
@@ -176,7 +176,7 @@ class Intake:
                 source_name = str(renamed.relative_to(self.settings.inbox_dir))
             return self._arrival(renamed, source_name)
         except FileNotFoundError:
-            return Admission.GONE
+            return Admission.VANISHED
         except OSError as error:  # a share hiccup or a permission: this file only, later
             log.warning("cannot read a stable file yet (%s); trying again later", error.strerror)
             return Admission.RETRY

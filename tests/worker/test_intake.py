@@ -135,8 +135,8 @@ def test_a_burst_is_admitted_together_and_each_file_gets_its_own_outcome(
     assert not copy.exists()  # quarantined as a duplicate of the first
     assert intake.admit_many(batch) == {
         **{path: Admission.REQUEUED for path in files},
-        copy: Admission.GONE,
-        gone: Admission.GONE,
+        copy: Admission.VANISHED,
+        gone: Admission.VANISHED,
     }
 
 
