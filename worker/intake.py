@@ -31,6 +31,7 @@ from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
 from db.worklist import Arrival, admit_many
 from ingest.errors import IngestError, Reason
 from ingest.filing import (
+    Sidecar,
     move_into_place,
     quarantine_destination,
     quarantine_file,
@@ -39,6 +40,7 @@ from ingest.filing import (
 from ingest.hashing import file_sha256
 from ingest.readers import read_header
 from ingest.watcher import Origin
+from worker.outcomes import row_sidecar
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -269,18 +271,7 @@ class Intake:
         if entry.status is Status.DONE:
             move_into_place(path, destination)
         else:
-            quarantine_file(
-                path,
-                destination,
-                {
-                    "worklist_id": entry.id,
-                    "status": entry.status.value,
-                    "reason": entry.reason,
-                    "detail": entry.reason_detail,
-                    "file_sha256": entry.file_sha256,
-                    "source_name": entry.source_name,
-                },
-            )
+            quarantine_file(path, destination, row_sidecar(entry))
         log.info("row %d: interrupted move of the original completed", entry.id)
 
     def _quarantine_duplicate(self, path: Path, arrival: Arrival, entry: _Snapshot) -> None:
@@ -288,22 +279,16 @@ class Intake:
         destination = quarantine_destination(
             self.settings.quarantine_dir, DUPLICATE, arrival.file_sha256, arrival.source_name
         )
-        quarantine_file(
-            path,
-            destination,
-            {
-                "reason": DUPLICATE,
-                "detail": (
-                    "the same bytes were already received"
-                    if same_content
-                    else "another file with the same SOP Instance UID was already received"
-                ),
-                "duplicate_of_worklist_id": entry.id,
-                "file_sha256": arrival.file_sha256,
-                "source_name": arrival.source_name,
-                "quarantined_at": utcnow().isoformat(),
-            },
+        sidecar = Sidecar(
+            DUPLICATE,
+            "the same bytes were already received"
+            if same_content
+            else "another file with the same SOP Instance UID was already received",
+            arrival.source_name,
+            arrival.file_sha256,
+            duplicate_of_worklist_id=entry.id,
         )
+        quarantine_file(path, destination, sidecar)
         log.info("duplicate of row %d quarantined (sha256 %s)", entry.id, arrival.file_sha256[:12])
 
     def _quarantine_refused(self, path: Path, arrival: Arrival) -> Admission:
@@ -315,17 +300,13 @@ class Intake:
             arrival.file_sha256,
             arrival.source_name,
         )
-        quarantine_file(
-            path,
-            destination,
-            {
-                "reason": Reason.CORRUPT.value,
-                "detail": "the worklist database refused a value read from this file's header",
-                "file_sha256": arrival.file_sha256,
-                "source_name": arrival.source_name,
-                "quarantined_at": utcnow().isoformat(),
-            },
+        sidecar = Sidecar(
+            Reason.CORRUPT.value,
+            "the worklist database refused a value read from this file's header",
+            arrival.source_name,
+            arrival.file_sha256,
         )
+        quarantine_file(path, destination, sidecar)
         # No exception text: the database's message quotes the refused values.
         log.warning(
             "a file the database refused was quarantined (sha256 %s)", arrival.file_sha256[:12]
@@ -336,16 +317,12 @@ class Intake:
         destination = quarantine_destination(
             self.settings.quarantine_dir, Reason.UNSAFE_PATH.value, "0" * 64, source_name
         )
-        quarantine_file(
-            path,
-            destination,
-            {
-                "reason": Reason.UNSAFE_PATH.value,
-                "detail": "a symlink or special file in the inbox; moved unread, never followed",
-                "source_name": source_name,
-                "quarantined_at": utcnow().isoformat(),
-            },
+        sidecar = Sidecar(
+            Reason.UNSAFE_PATH.value,
+            "a symlink or special file in the inbox; moved unread, never followed",
+            source_name,
         )
+        quarantine_file(path, destination, sidecar)
         log.warning("unsafe path in the inbox quarantined unread")
 
 

@@ -39,9 +39,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import leases
 from db.models import FINAL_STATUSES, Status, utcnow
 from db.worklist import get_entries, get_entry
-from ingest.filing import move_into_place, quarantine_file
+from ingest.filing import Sidecar, move_into_place, quarantine_file
 from ingest.hashing import file_sha256
 from ingest.staging import staging_dir, unstage
+from worker.outcomes import row_sidecar
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,15 +141,20 @@ class LeaseKeeper:
         cutoff = utcnow() - timedelta(seconds=REFILE_GRACE_S)
         with self.sessions() as session:
             due = [
-                (e.id, Status(e.status), e.archived_path, e.source_path, _sidecar(e))
+                (
+                    e.id,
+                    e.archived_path,
+                    e.source_path,
+                    None if Status(e.status) is Status.DONE else row_sidecar(e),
+                )
                 for e in get_entries(session, ids)
                 if e.status in FINAL_STATUSES and e.finished_at and e.finished_at < cutoff
             ]
         filed = 0
-        for entry_id, status, archived_path, source_path, sidecar in due:
+        for entry_id, archived_path, source_path, sidecar in due:
             staged = folder / str(entry_id)
             try:
-                self._refile(entry_id, staged, status, archived_path, source_path, sidecar)
+                self._refile(entry_id, staged, archived_path, source_path, sidecar)
                 filed += 1
             except FileNotFoundError:
                 continue  # filed meanwhile by its task
@@ -160,10 +166,9 @@ class LeaseKeeper:
         self,
         entry_id: int,
         staged: Path,
-        status: Status,
         archived_path: str | None,
         source_path: str,
-        sidecar: dict[str, object],
+        sidecar: Sidecar | None,  # None for a done row: its original goes to the archive
     ) -> None:
         if not archived_path:  # bytes that belong to no row: a new arrival
             unstage(staged, Path(source_path))
@@ -178,7 +183,7 @@ class LeaseKeeper:
                 unstage(staged, Path(source_path))
                 log.info("row %d: staged file put back into the inbox as a new arrival", entry_id)
             return
-        if status is Status.DONE:
+        if sidecar is None:
             final = move_into_place(staged, destination)
         else:
             final = quarantine_file(staged, destination, sidecar)
@@ -188,14 +193,6 @@ class LeaseKeeper:
                 if entry is not None:
                     entry.archived_path = str(final)
         log.info("row %d: interrupted move of the original completed", entry_id)
-
-
-def _sidecar(entry: object) -> dict[str, object]:
-    fields = ("id", "status", "reason", "reason_detail", "file_sha256", "source_name")
-    values = {name: getattr(entry, name) for name in fields}
-    values["worklist_id"] = values.pop("id")
-    values["detail"] = values.pop("reason_detail")
-    return values
 
 
 def start_keeper(settings: Settings) -> threading.Event:

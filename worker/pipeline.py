@@ -52,6 +52,7 @@ from db.worklist import (
 )
 from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.filing import (
+    Sidecar,
     archive_destination,
     move_into_place,
     quarantine_destination,
@@ -375,18 +376,16 @@ def _store(session: Session, entry: WorklistEntry, outcome: Outcome) -> None:
         )
 
 
-def sidecar_for(job: Job, outcome: Rejected | Failed) -> dict[str, object]:
-    """What a PACS administrator needs to act on a quarantined file; no patient data."""
-    return {
-        "worklist_id": job.entry_id,
-        "status": outcome.status.value,
-        "reason": outcome.reason.value,
-        "detail": outcome.detail,
-        "file_sha256": job.file_sha256,
-        "source_name": job.source_name,
-        "received_at": job.received_at.isoformat(),
-        "quarantined_at": utcnow().isoformat(),
-    }
+def sidecar_for(job: Job, outcome: Rejected | Failed) -> Sidecar:
+    return Sidecar(
+        outcome.reason.value,
+        outcome.detail,
+        job.source_name,
+        job.file_sha256,
+        worklist_id=job.entry_id,
+        status=outcome.status.value,
+        received_at=job.received_at,
+    )
 
 
 def _scored(prediction: Prediction, flags: tuple[str, ...]) -> ScoredRow:
