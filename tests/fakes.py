@@ -21,10 +21,13 @@ class FakeModelError(RuntimeError):
     """What the fake model raises for a batch or an image it is told to fail on."""
 
 
+#: What the fake model says of every image unless told otherwise: an urgent pneumonia.
+URGENT = Prediction(0.87, Label.PNEUMONIA, Priority.URGENT, 0.5, "fake-1.0")
+
+
 @dataclass
 class FakeScorer:
-    """Every image scores ``probability``; labelled and prioritised as the model card's
-    thresholds would (``model.predict.Classifier.decide``).
+    """Every image gets ``prediction``.
 
     ``fail_batches``: any call with more than one image raises :class:`FakeModelError`.
     ``fails_on``: an image for which it returns True makes its call raise, alone or not.
@@ -32,10 +35,7 @@ class FakeScorer:
     ``calls`` records the batch size of every ``predict`` call, in order.
     """
 
-    probability: float = 0.87
-    threshold: float = 0.5
-    suspect_threshold: float = 0.2
-    version: str = "fake-1.0"
+    prediction: Prediction = URGENT
     fail_batches: bool = False
     fails_on: Callable[[np.ndarray], bool] = lambda pixels: False
     raises: BaseException | None = None
@@ -49,17 +49,11 @@ class FakeScorer:
             raise FakeModelError(f"a batch of {len(images)} images")
         if any(self.fails_on(image) for image in images):
             raise FakeModelError("an image the fake model fails on")
-        return [self.decide(self.probability) for _ in images]
+        return [self.prediction for _ in images]
 
-    def decide(self, probability: float) -> Prediction:
-        if probability >= self.threshold:
-            priority = Priority.URGENT
-        elif probability >= self.suspect_threshold:
-            priority = Priority.SUSPECT
-        else:
-            priority = Priority.ROUTINE
-        label = Label.PNEUMONIA if probability >= self.threshold else Label.NORMAL
-        return Prediction(probability, label, priority, self.threshold, self.version)
+    @property
+    def version(self) -> str:
+        return self.prediction.model_version
 
     def heatmaps(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """A flat map per image, the shape Grad-CAM gives (N, H, W) of the first image."""

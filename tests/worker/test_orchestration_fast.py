@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Status, WorklistEntry
 from ingest.staging import staged_path
 from ingest.watcher import Origin
+from model.prediction import Label, Prediction, Priority
 from tests.fakes import FakeScorer
 from worker.intake import Intake
 from worker.outcomes import Failed, Scored, Vanished
@@ -68,7 +69,7 @@ def test_scored_rows_end_done_with_the_scorers_prediction_and_are_archived(
 ) -> None:
     files = [_png(inbox / f"{n}.png", seed=n) for n in range(3)]
     ids = _admitted(settings, sessions, files)
-    scorer = FakeScorer(probability=0.87)
+    scorer = FakeScorer()  # an urgent pneumonia, p = 0.87
     published: list[int] = []
     pipeline = Pipeline(settings, sessions, lambda: scorer, on_scored=published.extend)
 
@@ -140,7 +141,8 @@ def test_a_time_limit_reaches_the_task_runner_and_leaves_the_rows_to_its_retry(
     assert {row.status for row in rows.values()} == {Status.PROCESSING}  # nothing stored
     assert all(staged_path(inbox, row.id).is_file() for row in rows.values())  # nothing lost
 
-    scorer = FakeScorer(probability=0.1)  # the task's retry, same token, not a new attempt
+    routine = Prediction(0.1, Label.NORMAL, Priority.ROUTINE, 0.5, "fake-1.0")
+    scorer = FakeScorer(routine)  # the task's retry, same token, not a new attempt
     retried = Pipeline(settings, sessions, lambda: scorer, reraise=(TimeLimit,))
     outcomes = retried.triage(ids, token="task-1", retry=True)
 
