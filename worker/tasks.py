@@ -68,7 +68,7 @@ def triage_pipeline() -> Pipeline:
         get_session_factory(),
         get_scorer,
         on_scored=enqueue_publish,
-        reraise=(SoftTimeLimitExceeded,),  # the task is retried; its rows are not failed
+        reraise=(SoftTimeLimitExceeded,),  # reaches Celery: its rows are not stored as failed
         after_batch=get_drift_watch().check,
         decode_min_side=get_decode_min_side(),
         send_alone=_send_alone,
