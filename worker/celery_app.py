@@ -202,9 +202,9 @@ def _prepare_solo(sender: Any = None, **_: Any) -> None:
 def _keep_leases(**_: Any) -> None:
     """The node's main process renews its tasks' claims and takes over dead nodes' claims
     (:mod:`worker.leases`); started after the pool, so no child is forked from its thread."""
-    from worker.leases import start_keeper
+    from worker.tasks import start_lease_keeper
 
-    start_keeper(get_settings())
+    start_lease_keeper(get_settings())
 
 
 @signals.worker_shutdown.connect

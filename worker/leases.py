@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,22 +53,14 @@ REFILE_GRACE_S = 60.0
 REFILE_EVERY_TICKS = 6
 
 
-def running_task_ids() -> set[str]:
-    """Ids of the tasks this worker node is executing now (the main process's record)."""
-    from celery.worker import state
-
-    try:
-        return {request.id for request in tuple(state.active_requests)}
-    except RuntimeError:  # the set changed while copied: the next tick renews
-        return set()
-
-
 @dataclass
 class LeaseKeeper:
     settings: Settings
     sessions: sessionmaker[Session]
     running: Callable[[], Collection[str]]  # claim tokens of the tasks running here
     send: Callable[[Sequence[int]], None]  # tasks for these row ids, on the live queue
+    #: Errors of ``send`` that mean the broker is down: logged without a traceback.
+    outage: tuple[type[Exception], ...] = ()
     ticks: int = 0
 
     @property
@@ -78,10 +69,11 @@ class LeaseKeeper:
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set; a database or broker outage only skips ticks."""
+        outages: tuple[type[Exception], ...] = (SQLAlchemyError, OSError, *self.outage)
         while not stop.wait(self.interval_s):
             try:
                 self.tick()
-            except (SQLAlchemyError, OSError, BrokerError) as error:  # an outage: next tick
+            except outages as error:  # an outage: next tick
                 log.warning(
                     "lease keeper: %s; retrying in %.0f s", type(error).__name__, self.interval_s
                 )
@@ -195,20 +187,19 @@ class LeaseKeeper:
         log.info("row %d: interrupted move of the original completed", entry_id)
 
 
-def start_keeper(settings: Settings) -> threading.Event:
-    """Start the keeper thread of this worker node (its main process); returns its stop."""
+def start_keeper(
+    settings: Settings,
+    running: Callable[[], Collection[str]],
+    send: Callable[[Sequence[int]], None],
+    outage: tuple[type[Exception], ...] = (),
+) -> threading.Event:
+    """Start the keeper thread of this worker node (its main process); returns its stop.
+    :mod:`worker.tasks` wires it to Celery's record of running tasks and to the broker."""
     from db.engine import make_engine, make_session_factory
-    from ingest.watcher import Origin
-    from worker.tasks import enqueue
-
-    def send(entry_ids: Sequence[int]) -> None:
-        size = max(1, settings.batch_size)  # one task per batch, as the watcher sends them
-        for start in range(0, len(entry_ids), size):  # rows that waited: ahead of a backfill
-            enqueue(list(entry_ids[start : start + size]), Origin.LIVE)
 
     # An engine of its own: the pool's children never inherit a connection in use.
     sessions = make_session_factory(make_engine(settings.db_url))
-    keeper = LeaseKeeper(settings, sessions, running_task_ids, send)
+    keeper = LeaseKeeper(settings, sessions, running, send, outage)
     stop = threading.Event()
     threading.Thread(target=keeper.run, args=(stop,), name="lease-keeper", daemon=True).start()
     log.info("lease keeper started (lease %.0f s)", settings.lease_s)

@@ -12,6 +12,7 @@ arguments to every operator. A triage task carries the ids of one admitted batch
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from celery import Task
@@ -21,7 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingest.watcher import Origin
-from worker import results
+from worker import leases, results
 from worker.celery_app import (
     BACKFILL_QUEUE,
     LIVE_QUEUE,
@@ -78,6 +79,28 @@ def triage_pipeline() -> Pipeline:
 def build_intake(settings: Settings) -> Intake:
     """The watcher's callback, wired to the database and the broker."""
     return Intake(settings, get_session_factory(), enqueue, outage=(BrokerError,))
+
+
+def start_lease_keeper(settings: Settings) -> threading.Event:
+    """This node's lease keeper (:mod:`worker.leases`), wired to Celery's record of the
+    tasks it runs and to the broker."""
+
+    def send(entry_ids: Sequence[int]) -> None:
+        size = max(1, settings.batch_size)  # one task per batch, as the watcher sends them
+        for start in range(0, len(entry_ids), size):  # rows that waited: ahead of a backfill
+            enqueue(list(entry_ids[start : start + size]), Origin.LIVE)
+
+    return leases.start_keeper(settings, _running_task_ids, send, outage=(BrokerError,))
+
+
+def _running_task_ids() -> set[str]:
+    """Ids of the tasks this worker node is executing now (the main process's record)."""
+    from celery.worker import state  # the worker's, imported only where a worker runs
+
+    try:
+        return {request.id for request in tuple(state.active_requests)}
+    except RuntimeError:  # the set changed while copied: the next tick renews
+        return set()
 
 
 def _send_alone(entry_ids: Sequence[int]) -> None:
