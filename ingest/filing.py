@@ -3,8 +3,8 @@
 Files are moved, never deleted and never overwritten. A move within one filesystem is an
 atomic rename; across filesystems (inbox on a share, archive on local disk) the bytes are
 copied to a hidden temporary name, flushed, renamed into place, and only then is the source
-removed. Quarantined files get a JSON sidecar (``<name>.json``) that a PACS administrator can
-read; it holds no patient-identifying values.
+removed. Quarantined files get a JSON sidecar (``<name>.json``, one :class:`Sidecar`) that a
+PACS administrator can read; it holds no patient-identifying values.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 SIDECAR_SUFFIX = ".json"
@@ -28,6 +28,37 @@ MAX_NAME_BYTES = 200
 
 class FilingError(OSError):
     """An original could not be moved out of the inbox."""
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What a PACS administrator needs to act on a quarantined file; no patient data.
+
+    Every key is written, ``null`` where it does not apply (a file set aside without a row
+    has no ``worklist_id``), so tools reading sidecars see one schema whoever quarantined
+    the file: the pipeline, the intake or the lease keeper.
+    """
+
+    reason: str  # the quarantine folder: an ingest.errors.Reason value, or "duplicate"
+    detail: str | None  # a sentence for a person, without patient data
+    source_name: str  # the file's name below the inbox
+    file_sha256: str | None = None  # None: never read (a symlink or special file)
+    worklist_id: int | None = None
+    status: str | None = None  # the row's final status
+    received_at: datetime | None = None
+    duplicate_of_worklist_id: int | None = None
+    quarantined_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            raise ValueError("a quarantined file needs a reason")
+
+    def to_json(self) -> str:
+        values = {
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in asdict(self).items()
+        }
+        return json.dumps(values, indent=2, sort_keys=True) + "\n"
 
 
 def archive_destination(archive: Path, received: datetime, sha256: str, name: str) -> Path:
@@ -102,7 +133,7 @@ def rename_to_utf8(path: Path, inbox: Path) -> Path:
     return target
 
 
-def quarantine_file(source: Path, destination: Path, sidecar: Mapping[str, object]) -> Path:
+def quarantine_file(source: Path, destination: Path, sidecar: Sidecar) -> Path:
     """Write the sidecar, then move ``source`` beside it. Returns the file's new path."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     target = _free_name(destination)
@@ -110,10 +141,10 @@ def quarantine_file(source: Path, destination: Path, sidecar: Mapping[str, objec
     return move_into_place(source, target)
 
 
-def write_sidecar(path: Path, content: Mapping[str, object]) -> None:
-    """Write JSON atomically (temporary name, then rename)."""
+def write_sidecar(path: Path, sidecar: Sidecar) -> None:
+    """Write the sidecar atomically (temporary name, then rename)."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(dict(content), indent=2, sort_keys=True, default=str) + "\n")
+    partial.write_text(sidecar.to_json())
     partial.replace(path)
 
 

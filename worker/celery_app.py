@@ -133,6 +133,7 @@ def _prepare_child(**_: Any) -> None:
 def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves ``/metrics``: the sum over its prefork children."""
     from worker import metrics
+    from worker.resources import get_session_factory
 
     settings = get_settings()
     port = settings.metrics_port
@@ -140,7 +141,12 @@ def _serve_metrics(**_: Any) -> None:
         return
     metrics.reset_multiprocess_dir()
     try:
-        metrics.serve(port, settings.metrics_address, collectors=_drift_collectors())
+        metrics.serve(
+            port,
+            settings.metrics_address,
+            result_counts=lambda: metrics.result_state_counts(get_session_factory()),
+            collectors=_drift_collectors(),
+        )
     except OSError as error:  # a second worker on this host: its children still count
         log.warning("metrics port %d unavailable (%s); not serving /metrics", port, error)
 
@@ -196,9 +202,9 @@ def _prepare_solo(sender: Any = None, **_: Any) -> None:
 def _keep_leases(**_: Any) -> None:
     """The node's main process renews its tasks' claims and takes over dead nodes' claims
     (:mod:`worker.leases`); started after the pool, so no child is forked from its thread."""
-    from worker.leases import start_keeper
+    from worker.tasks import start_lease_keeper
 
-    start_keeper(get_settings())
+    start_lease_keeper(get_settings())
 
 
 @signals.worker_shutdown.connect

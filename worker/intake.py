@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +31,7 @@ from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
 from db.worklist import Arrival, admit_many
 from ingest.errors import IngestError, Reason
 from ingest.filing import (
+    Sidecar,
     move_into_place,
     quarantine_destination,
     quarantine_file,
@@ -40,6 +40,7 @@ from ingest.filing import (
 from ingest.hashing import file_sha256
 from ingest.readers import read_header
 from ingest.watcher import Origin
+from worker.outcomes import row_sidecar
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"  # quarantined as a copy of an existing row
     UNSAFE = "unsafe"  # a symlink or special file; quarantined unread
     REFUSED = "refused"  # the database refused a value of this file; quarantined, no row
-    GONE = "gone"  # the file vanished before it could be read
+    VANISHED = "vanished"  # the file left the inbox before it could be read
     RETRY = "retry"  # the file could not be read now; the watcher hands it again later
 
 
@@ -67,6 +68,9 @@ class Intake:
     settings: Settings
     sessions: sessionmaker[Session]
     enqueue: Enqueue
+    #: Errors of ``enqueue`` that mean the broker is down: every later send would wait out
+    #: its retries too, so the files of all unsent batches are handed back at once.
+    outage: tuple[type[Exception], ...] = ()
 
     def __call__(self, files: Sequence[tuple[Path, Origin]]) -> list[Path]:
         """The watcher's callback: admit a batch; return the files to hand again later."""
@@ -147,7 +151,7 @@ class Intake:
             ids = [pending.entry_id for pending in batch]
             try:
                 self.enqueue(ids, batch[0].origin)
-            except BrokerError as error:  # every later send would wait out its retries too
+            except self.outage as error:
                 unsent = [pending.path for later in batches[index:] for pending in later]
                 log.warning("broker unavailable (%s): %d file(s) handed back", error, len(unsent))
                 admissions.update((path, Admission.RETRY) for path in unsent)
@@ -174,7 +178,7 @@ class Intake:
                 source_name = str(renamed.relative_to(self.settings.inbox_dir))
             return self._arrival(renamed, source_name)
         except FileNotFoundError:
-            return Admission.GONE
+            return Admission.VANISHED
         except OSError as error:  # a share hiccup or a permission: this file only, later
             log.warning("cannot read a stable file yet (%s); trying again later", error.strerror)
             return Admission.RETRY
@@ -267,18 +271,7 @@ class Intake:
         if entry.status is Status.DONE:
             move_into_place(path, destination)
         else:
-            quarantine_file(
-                path,
-                destination,
-                {
-                    "worklist_id": entry.id,
-                    "status": entry.status.value,
-                    "reason": entry.reason,
-                    "detail": entry.reason_detail,
-                    "file_sha256": entry.file_sha256,
-                    "source_name": entry.source_name,
-                },
-            )
+            quarantine_file(path, destination, row_sidecar(entry))
         log.info("row %d: interrupted move of the original completed", entry.id)
 
     def _quarantine_duplicate(self, path: Path, arrival: Arrival, entry: _Snapshot) -> None:
@@ -286,22 +279,16 @@ class Intake:
         destination = quarantine_destination(
             self.settings.quarantine_dir, DUPLICATE, arrival.file_sha256, arrival.source_name
         )
-        quarantine_file(
-            path,
-            destination,
-            {
-                "reason": DUPLICATE,
-                "detail": (
-                    "the same bytes were already received"
-                    if same_content
-                    else "another file with the same SOP Instance UID was already received"
-                ),
-                "duplicate_of_worklist_id": entry.id,
-                "file_sha256": arrival.file_sha256,
-                "source_name": arrival.source_name,
-                "quarantined_at": utcnow().isoformat(),
-            },
+        sidecar = Sidecar(
+            DUPLICATE,
+            "the same bytes were already received"
+            if same_content
+            else "another file with the same SOP Instance UID was already received",
+            arrival.source_name,
+            arrival.file_sha256,
+            duplicate_of_worklist_id=entry.id,
         )
+        quarantine_file(path, destination, sidecar)
         log.info("duplicate of row %d quarantined (sha256 %s)", entry.id, arrival.file_sha256[:12])
 
     def _quarantine_refused(self, path: Path, arrival: Arrival) -> Admission:
@@ -313,17 +300,13 @@ class Intake:
             arrival.file_sha256,
             arrival.source_name,
         )
-        quarantine_file(
-            path,
-            destination,
-            {
-                "reason": Reason.CORRUPT.value,
-                "detail": "the worklist database refused a value read from this file's header",
-                "file_sha256": arrival.file_sha256,
-                "source_name": arrival.source_name,
-                "quarantined_at": utcnow().isoformat(),
-            },
+        sidecar = Sidecar(
+            Reason.CORRUPT.value,
+            "the worklist database refused a value read from this file's header",
+            arrival.source_name,
+            arrival.file_sha256,
         )
+        quarantine_file(path, destination, sidecar)
         # No exception text: the database's message quotes the refused values.
         log.warning(
             "a file the database refused was quarantined (sha256 %s)", arrival.file_sha256[:12]
@@ -334,16 +317,12 @@ class Intake:
         destination = quarantine_destination(
             self.settings.quarantine_dir, Reason.UNSAFE_PATH.value, "0" * 64, source_name
         )
-        quarantine_file(
-            path,
-            destination,
-            {
-                "reason": Reason.UNSAFE_PATH.value,
-                "detail": "a symlink or special file in the inbox; moved unread, never followed",
-                "source_name": source_name,
-                "quarantined_at": utcnow().isoformat(),
-            },
+        sidecar = Sidecar(
+            Reason.UNSAFE_PATH.value,
+            "a symlink or special file in the inbox; moved unread, never followed",
+            source_name,
         )
+        quarantine_file(path, destination, sidecar)
         log.warning("unsafe path in the inbox quarantined unread")
 
 

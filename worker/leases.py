@@ -26,24 +26,22 @@ decides who stores it).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import leases
 from db.models import FINAL_STATUSES, Status, utcnow
 from db.worklist import get_entries, get_entry
-from ingest.filing import move_into_place, quarantine_file
+from ingest.filing import Sidecar, move_into_place, quarantine_file
 from ingest.hashing import file_sha256
 from ingest.staging import staging_dir, unstage
+from worker.outcomes import row_sidecar
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,27 +53,14 @@ REFILE_GRACE_S = 60.0
 REFILE_EVERY_TICKS = 6
 
 
-def holder_id() -> str:
-    """Who holds a claim, for people reading the worklist: ``host:pid`` of the process."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:255]
-
-
-def running_task_ids() -> set[str]:
-    """Ids of the tasks this worker node is executing now (the main process's record)."""
-    from celery.worker import state
-
-    try:
-        return {request.id for request in tuple(state.active_requests)}
-    except RuntimeError:  # the set changed while copied: the next tick renews
-        return set()
-
-
 @dataclass
 class LeaseKeeper:
     settings: Settings
     sessions: sessionmaker[Session]
     running: Callable[[], Collection[str]]  # claim tokens of the tasks running here
     send: Callable[[Sequence[int]], None]  # tasks for these row ids, on the live queue
+    #: Errors of ``send`` that mean the broker is down: logged without a traceback.
+    outage: tuple[type[Exception], ...] = ()
     ticks: int = 0
 
     @property
@@ -84,10 +69,11 @@ class LeaseKeeper:
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set; a database or broker outage only skips ticks."""
+        outages: tuple[type[Exception], ...] = (SQLAlchemyError, OSError, *self.outage)
         while not stop.wait(self.interval_s):
             try:
                 self.tick()
-            except (SQLAlchemyError, OSError, BrokerError) as error:  # an outage: next tick
+            except outages as error:  # an outage: next tick
                 log.warning(
                     "lease keeper: %s; retrying in %.0f s", type(error).__name__, self.interval_s
                 )
@@ -147,15 +133,20 @@ class LeaseKeeper:
         cutoff = utcnow() - timedelta(seconds=REFILE_GRACE_S)
         with self.sessions() as session:
             due = [
-                (e.id, Status(e.status), e.archived_path, e.source_path, _sidecar(e))
+                (
+                    e.id,
+                    e.archived_path,
+                    e.source_path,
+                    None if Status(e.status) is Status.DONE else row_sidecar(e),
+                )
                 for e in get_entries(session, ids)
                 if e.status in FINAL_STATUSES and e.finished_at and e.finished_at < cutoff
             ]
         filed = 0
-        for entry_id, status, archived_path, source_path, sidecar in due:
+        for entry_id, archived_path, source_path, sidecar in due:
             staged = folder / str(entry_id)
             try:
-                self._refile(entry_id, staged, status, archived_path, source_path, sidecar)
+                self._refile(entry_id, staged, archived_path, source_path, sidecar)
                 filed += 1
             except FileNotFoundError:
                 continue  # filed meanwhile by its task
@@ -167,10 +158,9 @@ class LeaseKeeper:
         self,
         entry_id: int,
         staged: Path,
-        status: Status,
         archived_path: str | None,
         source_path: str,
-        sidecar: dict[str, object],
+        sidecar: Sidecar | None,  # None for a done row: its original goes to the archive
     ) -> None:
         if not archived_path:  # bytes that belong to no row: a new arrival
             unstage(staged, Path(source_path))
@@ -185,7 +175,7 @@ class LeaseKeeper:
                 unstage(staged, Path(source_path))
                 log.info("row %d: staged file put back into the inbox as a new arrival", entry_id)
             return
-        if status is Status.DONE:
+        if sidecar is None:
             final = move_into_place(staged, destination)
         else:
             final = quarantine_file(staged, destination, sidecar)
@@ -197,28 +187,19 @@ class LeaseKeeper:
         log.info("row %d: interrupted move of the original completed", entry_id)
 
 
-def _sidecar(entry: object) -> dict[str, object]:
-    fields = ("id", "status", "reason", "reason_detail", "file_sha256", "source_name")
-    values = {name: getattr(entry, name) for name in fields}
-    values["worklist_id"] = values.pop("id")
-    values["detail"] = values.pop("reason_detail")
-    return values
-
-
-def start_keeper(settings: Settings) -> threading.Event:
-    """Start the keeper thread of this worker node (its main process); returns its stop."""
+def start_keeper(
+    settings: Settings,
+    running: Callable[[], Collection[str]],
+    send: Callable[[Sequence[int]], None],
+    outage: tuple[type[Exception], ...] = (),
+) -> threading.Event:
+    """Start the keeper thread of this worker node (its main process); returns its stop.
+    :mod:`worker.tasks` wires it to Celery's record of running tasks and to the broker."""
     from db.engine import make_engine, make_session_factory
-    from ingest.watcher import Origin
-    from worker.tasks import enqueue
-
-    def send(entry_ids: Sequence[int]) -> None:
-        size = max(1, settings.batch_size)  # one task per batch, as the watcher sends them
-        for start in range(0, len(entry_ids), size):  # rows that waited: ahead of a backfill
-            enqueue(list(entry_ids[start : start + size]), Origin.LIVE)
 
     # An engine of its own: the pool's children never inherit a connection in use.
     sessions = make_session_factory(make_engine(settings.db_url))
-    keeper = LeaseKeeper(settings, sessions, running_task_ids, send)
+    keeper = LeaseKeeper(settings, sessions, running, send, outage)
     stop = threading.Event()
     threading.Thread(target=keeper.run, args=(stop,), name="lease-keeper", daemon=True).start()
     log.info("lease keeper started (lease %.0f s)", settings.lease_s)

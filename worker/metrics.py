@@ -48,6 +48,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import utcnow
 
@@ -69,7 +70,7 @@ class _Versioned(Protocol):
 
 
 class OutcomeLike(Protocol):
-    """What :class:`worker.pipeline.Outcome` offers (metrics does not import the pipeline)."""
+    """What every :data:`worker.outcomes.Outcome` offers."""
 
     @property
     def status(self) -> _Valued: ...
@@ -176,12 +177,11 @@ class ResultStates(Collector):
         yield family
 
 
-def result_state_counts() -> dict[str, int]:
-    """The configured database's result objects by state."""
+def result_state_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """The result objects by state in the database of ``sessions``."""
     from db.results import state_counts
-    from worker.resources import get_session_factory
 
-    with get_session_factory()() as session:
+    with sessions() as session:
         return {state.value: count for state, count in state_counts(session).items()}
 
 
@@ -215,7 +215,7 @@ def mark_process_dead(pid: int) -> None:
 def serve(
     port: int,
     address: str = "127.0.0.1",
-    result_counts: Callable[[], Mapping[str, int]] | None = result_state_counts,
+    result_counts: Callable[[], Mapping[str, int]] | None = None,
     collectors: Sequence[Collector] = (),
 ) -> None:
     """Serve ``/metrics`` on ``port`` from this process: the children's sum in multiprocess

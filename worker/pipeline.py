@@ -1,7 +1,10 @@
 """``triage``: read -> eligibility -> model -> priority -> worklist row -> archive/quarantine.
 
-Plain Python, no Celery: the task is one line calling :func:`triage`, and the tests drive
-:class:`Pipeline` directly. Order of effects, chosen so a crash anywhere is recoverable:
+Plain Python, no Celery: :class:`Pipeline` takes its collaborators (settings, a session
+factory, the scorer, what to send and which exceptions to let through) as arguments;
+:mod:`worker.tasks` wires them for a worker process, and the tests drive it directly.
+
+Order of effects, chosen so a crash anywhere is recoverable:
 
 1. claim the task's rows (its admitted batch; topped up to ``batch_size`` with other queued
    rows) with the task's token and a lease that the worker node renews
@@ -24,10 +27,12 @@ outages propagate, and Celery retries the task with backoff.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,7 +40,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Status, WorklistEntry, utcnow
 from db.worklist import (
-    Scored,
+    Scored as ScoredRow,
+)
+from db.worklist import (
     claim_autocommit,
     get_entries,
     get_entry,
@@ -45,6 +52,7 @@ from db.worklist import (
 )
 from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.filing import (
+    Sidecar,
     archive_destination,
     move_into_place,
     quarantine_destination,
@@ -56,13 +64,23 @@ from ingest.loading import load_scorable
 from ingest.staging import Fingerprint, stage, staged_path, unstage
 from model.prediction import Prediction
 from worker import drift
-from worker.leases import holder_id
 from worker.metrics import get_metrics
+from worker.outcomes import Failed, Outcome, Rejected, Scored, Vanished
 from worker.population import content_rejection, population_flags
 from worker.scoring import Scorer
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Why a row is :class:`~worker.outcomes.Vanished`: its bytes left, or were replaced.
+LEFT = "the file left the inbox before it was scored"
+REPLACED = "the file was replaced after it was received; the new content is its own row"
+REWRITTEN = "the file was rewritten while it was scored; the new content is its own row"
+
+
+def holder_id() -> str:
+    """Who holds a claim, for people reading the worklist: ``host:pid`` of the process."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
 @dataclass(frozen=True)
@@ -79,14 +97,12 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    entry_id: int
-    status: Status
-    destination: Path | None  # None when the original had already left the inbox
-    reason: str | None = None
-    detail: str | None = None
-    prediction: Prediction | None = None
-    flags: tuple[str, ...] = ()
+class _Loaded:
+    """A row's image, read and checked, waiting for the model."""
+
+    image: SourceImage
+    flags: tuple[str, ...]  # eligibility flags
+    fingerprint: Fingerprint  # the staged file as read: a later change is a rewrite
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,7 @@ class Pipeline:
             if outcome.entry_id in recorded:  # a row reclaimed meanwhile is the other task's
                 self._file_or_leave(job, outcome)
         self.on_scored(
-            [o.entry_id for o in outcomes if o.status is Status.DONE and o.entry_id in recorded]
+            [o.entry_id for o in outcomes if isinstance(o, Scored) and o.entry_id in recorded]
         )
         get_metrics().observe_batch(
             outcomes, [job.received_at for job in jobs], time.monotonic() - started
@@ -185,106 +201,75 @@ class Pipeline:
         ]
 
     def _outcomes(self, jobs: list[Job]) -> list[Outcome]:
-        loaded: dict[int, tuple[SourceImage, tuple[str, ...]]] = {}
-        unscored: dict[int, Outcome] = {}
-        fingerprints: dict[int, Fingerprint] = {}
-        for job in jobs:
-            try:
-                stage(job.source, job.staged)  # missing: FileNotFoundError
-                if job.attempts > self.settings.max_attempts:  # never read a poison file again
-                    unscored[job.entry_id] = self._too_many_attempts(job)
-                    continue
-                fingerprints[job.entry_id] = Fingerprint.of(job.staged)
-                if not stat.S_ISREG(job.staged.lstat().st_mode):
-                    raise IngestError(Reason.UNSAFE_PATH, "The path is no longer a regular file.")
-                image, eligibility = load_scorable(
-                    job.staged, expected_sha256=job.file_sha256, min_side=self.decode_min_side
-                )
-            except ContentChangedError:
-                unstage(job.staged, job.source)  # the new bytes are a new arrival
-                unscored[job.entry_id] = Outcome(
-                    job.entry_id,
-                    Status.FAILED,
-                    None,  # the file now belongs to the row of its new content
-                    Reason.PROCESSING_ERROR.value,
-                    "the file was replaced after it was received; the new content is its own row",
-                )
-            except IngestError as error:
-                unscored[job.entry_id] = self._unscored(
-                    job, Status.REJECTED, error.reason, str(error)
-                )
-            except FileNotFoundError:
-                unscored[job.entry_id] = Outcome(
-                    job.entry_id,
-                    Status.FAILED,
-                    None,
-                    Reason.PROCESSING_ERROR.value,
-                    "the file left the inbox before it was scored",
-                )
-            except OSError:
-                raise  # a share or disk problem: retry the task, the file is not at fault
-            except Exception as error:  # a reader bug on a hostile file must not stop the batch
-                if isinstance(error, self.reraise):
-                    raise
-                log.exception("row %d: unexpected error while reading", job.entry_id)
-                unscored[job.entry_id] = self._unscored(
-                    job,
-                    Status.FAILED,
-                    Reason.PROCESSING_ERROR,
-                    f"reading failed: {type(error).__name__}",
-                )
-            else:
-                loaded[job.entry_id] = (image, eligibility.flags)
+        """Read every row's file, score those that read in one model call, judge each."""
+        read = {job.entry_id: self._read(job) for job in jobs}
+        loaded = {i: r.image for i, r in read.items() if isinstance(r, _Loaded)}
         predictions = self._predict(loaded) if loaded else {}
+        outcomes: list[Outcome] = []
         for job in jobs:
-            if job.entry_id in predictions and self._rewritten(job, fingerprints[job.entry_id]):
-                del predictions[job.entry_id]
-                unstage(job.staged, job.source)
-                unscored[job.entry_id] = Outcome(
-                    job.entry_id,
-                    Status.FAILED,
-                    None,
-                    Reason.PROCESSING_ERROR.value,
-                    "the file was rewritten while it was scored; the new content is its own row",
-                )
-        outcomes = []
-        for job in jobs:
-            if job.entry_id in unscored:
-                outcomes.append(unscored[job.entry_id])
-            elif (rejection := content_rejection(predictions.get(job.entry_id))) is not None:
-                outcome = self._unscored(
-                    job, Status.REJECTED, Reason.NOT_CHEST_RADIOGRAPH, rejection
-                )  # the prediction rides along for the drift watch only; it is not stored
-                outcomes.append(replace(outcome, prediction=predictions[job.entry_id]))
-            elif job.entry_id in predictions:
-                destination = archive_destination(
-                    self.settings.archive_dir, job.received_at, job.file_sha256, job.source_name
-                )
-                outcomes.append(
-                    Outcome(
-                        job.entry_id,
-                        Status.DONE,
-                        destination,
-                        prediction=predictions[job.entry_id],
-                        flags=population_flags(predictions[job.entry_id], loaded[job.entry_id][1]),
-                    )
-                )
+            result = read[job.entry_id]
+            if isinstance(result, _Loaded):
+                outcomes.append(self._judge(job, result, predictions.get(job.entry_id)))
             else:
-                outcomes.append(
-                    self._unscored(
-                        job, Status.FAILED, Reason.PROCESSING_ERROR, "the model could not score it"
-                    )
-                )
+                outcomes.append(result)
         return outcomes
 
-    def _predict(
-        self, loaded: dict[int, tuple[SourceImage, tuple[str, ...]]]
-    ) -> dict[int, Prediction]:
+    def _read(self, job: Job) -> _Loaded | Outcome:
+        """Stage the row's file and read it; or what became of a file that cannot be scored."""
+        try:
+            stage(job.source, job.staged)  # missing: FileNotFoundError
+            if job.attempts > self.settings.max_attempts:  # never read a poison file again
+                return self._too_many_attempts(job)
+            fingerprint = Fingerprint.of(job.staged)
+            if not stat.S_ISREG(job.staged.lstat().st_mode):
+                raise IngestError(Reason.UNSAFE_PATH, "The path is no longer a regular file.")
+            image, eligibility = load_scorable(
+                job.staged, expected_sha256=job.file_sha256, min_side=self.decode_min_side
+            )
+        except ContentChangedError:
+            unstage(job.staged, job.source)  # the new bytes are a new arrival
+            return Vanished(job.entry_id, REPLACED)
+        except IngestError as error:
+            return self._rejected(job, error.reason, str(error))
+        except FileNotFoundError:
+            return Vanished(job.entry_id, LEFT)
+        except OSError:
+            raise  # a share or disk problem: retry the task, the file is not at fault
+        except Exception as error:  # a reader bug on a hostile file must not stop the batch
+            if isinstance(error, self.reraise):
+                raise
+            log.exception("row %d: unexpected error while reading", job.entry_id)
+            return self._failed(
+                job, Reason.PROCESSING_ERROR, f"reading failed: {type(error).__name__}"
+            )
+        return _Loaded(image, eligibility.flags, fingerprint)
+
+    def _judge(self, job: Job, loaded: _Loaded, prediction: Prediction | None) -> Outcome:
+        """The outcome of a row whose file was read: scored, or why not."""
+        if prediction is None:
+            return self._failed(job, Reason.PROCESSING_ERROR, "the model could not score it")
+        if self._rewritten(job, loaded.fingerprint):
+            unstage(job.staged, job.source)
+            return Vanished(job.entry_id, REWRITTEN)
+        rejection = content_rejection(prediction)
+        if rejection is not None:  # the prediction rides along for the drift watch only
+            reason = Reason.NOT_CHEST_RADIOGRAPH
+            return Rejected(
+                job.entry_id, reason, rejection, self._quarantine(job, reason), prediction
+            )
+        destination = archive_destination(
+            self.settings.archive_dir, job.received_at, job.file_sha256, job.source_name
+        )
+        return Scored(
+            job.entry_id, destination, prediction, population_flags(prediction, loaded.flags)
+        )
+
+    def _predict(self, loaded: dict[int, SourceImage]) -> dict[int, Prediction]:
         """One model call for the batch; if it fails, one call per image to isolate the cause."""
         scorer = self.scorer()
         ids = list(loaded)
         try:
-            predictions = scorer.predict([loaded[i][0].pixels for i in ids])
+            predictions = scorer.predict([loaded[i].pixels for i in ids])
             return dict(zip(ids, predictions, strict=True))
         except Exception as error:  # an image that breaks the model must not fail its batch-mates
             if isinstance(error, self.reraise):
@@ -293,7 +278,7 @@ class Pipeline:
         result: dict[int, Prediction] = {}
         for entry_id in ids:
             try:
-                result[entry_id] = scorer.predict([loaded[entry_id][0].pixels])[0]
+                result[entry_id] = scorer.predict([loaded[entry_id].pixels])[0]
             except Exception as error:  # recorded as failed for this row only
                 if isinstance(error, self.reraise):
                     raise
@@ -307,25 +292,29 @@ class Pipeline:
             return False
         return file_sha256(job.staged) != job.file_sha256
 
-    def _too_many_attempts(self, job: Job) -> Outcome:
+    def _too_many_attempts(self, job: Job) -> Failed:
         log.warning(
             "row %d: claimed %d times without finishing; failed unread",
             job.entry_id,
             job.attempts - 1,
         )
-        return self._unscored(
+        return self._failed(
             job,
-            Status.FAILED,
             Reason.TOO_MANY_ATTEMPTS,
             f"{job.attempts - 1} attempts ended without a result (a worker killed while "
             "processing it, out of memory or time); not tried again",
         )
 
-    def _unscored(self, job: Job, status: Status, reason: Reason, detail: str) -> Outcome:
-        destination = quarantine_destination(
+    def _rejected(self, job: Job, reason: Reason, detail: str) -> Rejected:
+        return Rejected(job.entry_id, reason, detail, self._quarantine(job, reason))
+
+    def _failed(self, job: Job, reason: Reason, detail: str) -> Failed:
+        return Failed(job.entry_id, reason, detail, self._quarantine(job, reason))
+
+    def _quarantine(self, job: Job, reason: Reason) -> Path:
+        return quarantine_destination(
             self.settings.quarantine_dir, reason.value, job.file_sha256, job.source_name
         )
-        return Outcome(job.entry_id, status, destination, reason.value, detail)
 
     def _record(self, outcomes: list[Outcome], token: str) -> set[int]:
         """Store the outcomes of the rows this task still holds; return their ids."""
@@ -338,23 +327,7 @@ class Pipeline:
                 if entry is None or entry.claim_token != token or entry.status != Status.PROCESSING:
                     continue  # reclaimed by another task after we were presumed dead
                 recorded.add(outcome.entry_id)
-                destination = str(outcome.destination) if outcome.destination else None
-                if outcome.status is Status.DONE and outcome.prediction is not None:
-                    record_scored(
-                        session,
-                        entry,
-                        _scored(outcome.prediction, outcome.flags),
-                        destination or "",
-                    )
-                else:
-                    record_unscored(
-                        session,
-                        entry,
-                        outcome.status,
-                        outcome.reason or Reason.PROCESSING_ERROR.value,
-                        outcome.detail or "",
-                        destination or "",
-                    )
+                _store(session, entry, outcome)
             drift.record(session, [o for o in outcomes if o.entry_id in recorded])
         return recorded
 
@@ -371,9 +344,9 @@ class Pipeline:
             )
 
     def _file(self, job: Job, outcome: Outcome) -> None:
-        if outcome.destination is None or not (job.staged.exists() or job.staged.is_symlink()):
+        if isinstance(outcome, Vanished) or not (job.staged.exists() or job.staged.is_symlink()):
             return
-        if outcome.status is Status.DONE:
+        if isinstance(outcome, Scored):
             final = move_into_place(job.staged, outcome.destination)
         else:
             final = quarantine_file(job.staged, outcome.destination, sidecar_for(job, outcome))
@@ -384,22 +357,39 @@ class Pipeline:
                     entry.archived_path = str(final)
 
 
-def sidecar_for(job: Job, outcome: Outcome) -> dict[str, object]:
-    """What a PACS administrator needs to act on a quarantined file; no patient data."""
-    return {
-        "worklist_id": job.entry_id,
-        "status": outcome.status.value,
-        "reason": outcome.reason,
-        "detail": outcome.detail,
-        "file_sha256": job.file_sha256,
-        "source_name": job.source_name,
-        "received_at": job.received_at.isoformat(),
-        "quarantined_at": utcnow().isoformat(),
-    }
+def _store(session: Session, entry: WorklistEntry, outcome: Outcome) -> None:
+    """One outcome into its row: the edge where the kinds become stored values."""
+    if isinstance(outcome, Scored):
+        record_scored(
+            session, entry, _scored(outcome.prediction, outcome.flags), str(outcome.destination)
+        )
+    elif isinstance(outcome, Vanished):
+        record_unscored(session, entry, outcome.status, outcome.reason.value, outcome.detail, "")
+    else:
+        record_unscored(
+            session,
+            entry,
+            outcome.status,
+            outcome.reason.value,
+            outcome.detail,
+            str(outcome.destination),
+        )
 
 
-def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
-    return Scored(
+def sidecar_for(job: Job, outcome: Rejected | Failed) -> Sidecar:
+    return Sidecar(
+        outcome.reason.value,
+        outcome.detail,
+        job.source_name,
+        job.file_sha256,
+        worklist_id=job.entry_id,
+        status=outcome.status.value,
+        received_at=job.received_at,
+    )
+
+
+def _scored(prediction: Prediction, flags: tuple[str, ...]) -> ScoredRow:
+    return ScoredRow(
         probability=prediction.probability,
         label=prediction.label.value,
         priority=prediction.priority.value,
@@ -410,35 +400,4 @@ def _scored(prediction: Prediction, flags: tuple[str, ...]) -> Scored:
     )
 
 
-def triage(entry_ids: Sequence[int], token: str, retry: bool = False) -> list[Outcome]:
-    """The Celery task's body: the pipeline wired to this process's engine and model."""
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    from ingest.watcher import Origin
-    from worker.resources import (
-        get_decode_min_side,
-        get_drift_watch,
-        get_scorer,
-        get_session_factory,
-    )
-    from worker.settings import get_settings
-    from worker.tasks import enqueue, enqueue_publish
-
-    def send_alone(entry_ids: Sequence[int]) -> None:
-        for entry_id in entry_ids:
-            enqueue([entry_id], Origin.LIVE)
-
-    pipeline = Pipeline(
-        get_settings(),
-        get_session_factory(),
-        get_scorer,
-        on_scored=enqueue_publish,
-        reraise=(SoftTimeLimitExceeded,),
-        after_batch=get_drift_watch().check,
-        decode_min_side=get_decode_min_side(),
-        send_alone=send_alone,
-    )
-    return pipeline.triage(entry_ids, token, retry=retry)
-
-
-__all__ = ["Outcome", "Pipeline", "Scorer", "WorklistEntry", "triage"]
+__all__ = ["Job", "Outcome", "Pipeline", "holder_id"]

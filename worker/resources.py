@@ -19,7 +19,7 @@ from worker.settings import get_settings
 
 if TYPE_CHECKING:
     from worker.drift import DriftWatch
-    from worker.pipeline import Scorer
+    from worker.scoring import Scorer
 
 
 log = logging.getLogger(__name__)

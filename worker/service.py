@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def build_intake(settings: Settings) -> Intake:
-    """The watcher's callback, wired to the database and the broker."""
-    from worker.tasks import enqueue
+    """The watcher's callback, wired to the database and the broker (:mod:`worker.tasks`)."""
+    from worker import tasks
 
-    return Intake(settings, get_session_factory(), enqueue)
+    return tasks.build_intake(settings)
 
 
 def build_watcher(settings: Settings, on_stable_files: OnStableFiles | None = None) -> InboxWatcher:

@@ -1,5 +1,10 @@
 """Celery tasks: thin wrappers that pass ids, never objects (Celery's ``proj/tasks.py``).
 
+The composition root of the Celery side: with :mod:`worker.celery_app`, the only module that
+knows Celery. :mod:`worker.pipeline`, :mod:`worker.intake` and :mod:`worker.results` are plain
+Python that take their collaborators as arguments; they are wired to this process's
+resources (:mod:`worker.resources`) and to the broker here.
+
 Only row ids cross the broker: file names can carry patient names, and Flower shows task
 arguments to every operator. A triage task carries the ids of one admitted batch (up to
 ``CXR_BATCH_SIZE`` rows, scored by one model call), so Flower shows which rows it holds.
@@ -7,15 +12,17 @@ arguments to every operator. A triage task carries the ids of one admitted batch
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingest.watcher import Origin
-from worker import pipeline, results
+from worker import leases, results
 from worker.celery_app import (
     BACKFILL_QUEUE,
     LIVE_QUEUE,
@@ -24,7 +31,16 @@ from worker.celery_app import (
     TRIAGE_TASK,
     app,
 )
-from worker.resources import ModelUnavailableError
+from worker.intake import Intake
+from worker.pipeline import Pipeline
+from worker.resources import (
+    ModelUnavailableError,
+    get_decode_min_side,
+    get_drift_watch,
+    get_scorer,
+    get_session_factory,
+)
+from worker.settings import Settings, get_settings
 
 #: Infrastructure that comes back: retried with exponential backoff. Bad input never is.
 TRANSIENT_ERRORS = (OperationalError, DBAPIError, BrokerError, ModelUnavailableError, OSError)
@@ -43,7 +59,53 @@ def triage(self: Task, entry_ids: list[int] | int) -> None:
     ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
     # A retry after a transient error is not another attempt at the rows (the poison cap
     # counts deliveries whose worker died); a redelivery has ``retries`` 0 and counts.
-    pipeline.triage(ids, token=str(self.request.id), retry=bool(self.request.retries))
+    triage_pipeline().triage(ids, token=str(self.request.id), retry=bool(self.request.retries))
+
+
+def triage_pipeline() -> Pipeline:
+    """The pipeline wired to this process's engine, model and drift watch, and to the broker."""
+    return Pipeline(
+        get_settings(),
+        get_session_factory(),
+        get_scorer,
+        on_scored=enqueue_publish,
+        reraise=(SoftTimeLimitExceeded,),  # reaches Celery: its rows are not stored as failed
+        after_batch=get_drift_watch().check,
+        decode_min_side=get_decode_min_side(),
+        send_alone=_send_alone,
+    )
+
+
+def build_intake(settings: Settings) -> Intake:
+    """The watcher's callback, wired to the database and the broker."""
+    return Intake(settings, get_session_factory(), enqueue, outage=(BrokerError,))
+
+
+def start_lease_keeper(settings: Settings) -> threading.Event:
+    """This node's lease keeper (:mod:`worker.leases`), wired to Celery's record of the
+    tasks it runs and to the broker."""
+
+    def send(entry_ids: Sequence[int]) -> None:
+        size = max(1, settings.batch_size)  # one task per batch, as the watcher sends them
+        for start in range(0, len(entry_ids), size):  # rows that waited: ahead of a backfill
+            enqueue(list(entry_ids[start : start + size]), Origin.LIVE)
+
+    return leases.start_keeper(settings, _running_task_ids, send, outage=(BrokerError,))
+
+
+def _running_task_ids() -> set[str]:
+    """Ids of the tasks this worker node is executing now (the main process's record)."""
+    from celery.worker import state  # the worker's, imported only where a worker runs
+
+    try:
+        return {request.id for request in tuple(state.active_requests)}
+    except RuntimeError:  # the set changed while copied: the next tick renews
+        return set()
+
+
+def _send_alone(entry_ids: Sequence[int]) -> None:
+    for entry_id in entry_ids:
+        enqueue([entry_id], Origin.LIVE)
 
 
 def enqueue(entry_ids: list[int], origin: Origin) -> None:
@@ -67,9 +129,6 @@ def enqueue(entry_ids: list[int], origin: Origin) -> None:
     max_retries=10,
 )
 def publish(self: Task, entry_ids: list[int] | int) -> None:
-    from worker.resources import get_scorer, get_session_factory
-    from worker.settings import get_settings
-
     ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
     pending = results.publish_rows(get_settings(), get_session_factory(), get_scorer(), ids)
     if not pending:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.filing import (
+    Sidecar,
     archive_destination,
     move_into_place,
     quarantine_destination,
@@ -41,9 +42,13 @@ def test_quarantine_writes_a_sidecar_beside_the_file(tmp_path: Path) -> None:
     source = tmp_path / "x.dcm"
     source.write_bytes(b"bad")
     dest = quarantine_destination(tmp_path / "q", "truncated", SHA, "x.dcm")
-    final = quarantine_file(source, dest, {"reason": "truncated", "worklist_id": 7})
+    sidecar = Sidecar("truncated", "The file ends early.", "x.dcm", SHA, worklist_id=7)
+    final = quarantine_file(source, dest, sidecar)
     assert final.parent == tmp_path / "q" / "truncated"
-    assert json.loads(sidecar_path(final).read_text())["worklist_id"] == 7
+    written = json.loads(sidecar_path(final).read_text())
+    assert written["worklist_id"] == 7 and written["reason"] == "truncated"
+    assert written["duplicate_of_worklist_id"] is None  # every key, in every sidecar
+    assert datetime.fromisoformat(written["quarantined_at"]).tzinfo is not None
     assert final.read_bytes() == b"bad" and not source.exists()
 
 

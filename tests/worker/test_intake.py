@@ -34,7 +34,7 @@ class Sent(list[tuple[int, Origin]]):
 def _intake(settings: Settings, sessions: sessionmaker[Session]) -> tuple[Intake, Sent]:
     sent = Sent()
     settings.inbox_dir.mkdir(parents=True, exist_ok=True)
-    return Intake(settings, sessions, sent), sent
+    return Intake(settings, sessions, sent, outage=(BrokerError,)), sent
 
 
 def _rows(sessions: sessionmaker[Session]) -> list[WorklistEntry]:
@@ -135,8 +135,8 @@ def test_a_burst_is_admitted_together_and_each_file_gets_its_own_outcome(
     assert not copy.exists()  # quarantined as a duplicate of the first
     assert intake.admit_many(batch) == {
         **{path: Admission.REQUEUED for path in files},
-        copy: Admission.GONE,
-        gone: Admission.GONE,
+        copy: Admission.VANISHED,
+        gone: Admission.VANISHED,
     }
 
 
@@ -164,7 +164,9 @@ def test_a_task_that_cannot_be_sent_hands_back_its_file_and_spares_the_others(
             raise failures.pop(entry_id)
         sent.append(entry_id)
 
-    intake = Intake(settings.model_copy(update={"batch_size": 1}), sessions, enqueue)
+    intake = Intake(
+        settings.model_copy(update={"batch_size": 1}), sessions, enqueue, outage=(BrokerError,)
+    )
     files = [
         copy_jpeg(jpeg, settings.inbox_dir / f"{n}.jpeg") for n, jpeg in enumerate(dataset_jpegs(4))
     ]

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from db.models import Status, utcnow
+from db.models import utcnow
+from ingest.errors import Reason
 from model.prediction import Label, Prediction, Priority
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Outcome
+from worker.outcomes import Failed, Rejected, Scored
 
 REPO = Path(__file__).resolve().parents[2]
 PREDICTION = Prediction(0.9, Label.PNEUMONIA, Priority.URGENT, 0.4, "sepcnn-test-1.0")
@@ -35,11 +36,11 @@ def test_a_batch_counts_statuses_reasons_turnaround_and_model_version():
     metrics = WorkerMetrics(registry)
     now = utcnow()
     outcomes = [
-        Outcome(1, Status.DONE, None, prediction=PREDICTION),
-        Outcome(2, Status.DONE, None, prediction=PREDICTION),
-        Outcome(3, Status.REJECTED, None, reason="view_position"),
-        Outcome(4, Status.REJECTED, None, reason="not_dicom_or_image"),
-        Outcome(5, Status.FAILED, None, reason="processing_error"),
+        Scored(1, Path("archive/1"), PREDICTION),
+        Scored(2, Path("archive/2"), PREDICTION),
+        Rejected(3, Reason.LATERAL_VIEW, "a lateral view", Path("quarantine/3")),
+        Rejected(4, Reason.NOT_AN_IMAGE, "not an image", Path("quarantine/4")),
+        Failed(5, Reason.PROCESSING_ERROR, "reading failed", Path("quarantine/5")),
     ]
     received = [now - timedelta(seconds=s) for s in (12, 40, 5, 5, 5)]
     metrics.observe_batch(outcomes, received, seconds=3.5, now=now)
@@ -47,7 +48,8 @@ def test_a_batch_counts_statuses_reasons_turnaround_and_model_version():
     assert value(registry, "cxr_triage_images_processed_total", status="done") == 2
     assert value(registry, "cxr_triage_images_processed_total", status="rejected") == 2
     assert value(registry, "cxr_triage_images_processed_total", status="failed") == 1
-    assert value(registry, "cxr_triage_images_rejected_total", reason="view_position") == 1
+    assert value(registry, "cxr_triage_images_rejected_total", reason="lateral_view") == 1
+    assert value(registry, "cxr_triage_images_rejected_total", reason="not_an_image") == 1
     assert value(registry, "cxr_triage_images_rejected_total", reason="processing_error") == 0
     assert value(registry, "cxr_triage_turnaround_seconds_count") == 2
     assert value(registry, "cxr_triage_turnaround_seconds_sum") == pytest.approx(52)
@@ -60,7 +62,7 @@ def test_a_batch_counts_statuses_reasons_turnaround_and_model_version():
 def test_outcomes_and_arrival_times_must_pair_up():
     metrics = WorkerMetrics(CollectorRegistry())
     with pytest.raises(ValueError):
-        metrics.observe_batch([Outcome(1, Status.DONE, None)], [], seconds=1.0)
+        metrics.observe_batch([Scored(1, Path("archive/1"), PREDICTION)], [], seconds=1.0)
 
 
 CHILD = textwrap.dedent(
