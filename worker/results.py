@@ -27,7 +27,7 @@ from db.results import WrittenObject, record_unpublishable, record_written
 from db.worklist import get_entries
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
-from model.overlay import overlay_heatmap, result_caption
+from model.overlay import OVERLAY_MIN_SIDE, overlay_heatmap, result_caption
 from model.prediction import Label, Prediction, Priority
 from pacs.outbox import sop_instance_uid_of, write_results
 from pacs.source import SourceHeaderError
@@ -137,7 +137,8 @@ def publish_rows(
             pending.append(entry_id)
         else:
             try:
-                readable.append((entry_id, source, read_image(source), prediction))
+                image = read_image(source, min_side=OVERLAY_MIN_SIDE)  # not all 5 Mpx
+                readable.append((entry_id, source, image, prediction))
             except Exception as error:  # derived data: this row only, never retried forever
                 log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
                 outcomes[entry_id] = Unpublishable(
