@@ -27,16 +27,19 @@ from db.results import WrittenObject, record_unpublishable, record_written
 from db.worklist import get_entries
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
+from model.content_check import ContentVerdict
 from model.overlay import OVERLAY_MIN_SIDE, overlay_heatmap, result_caption
 from model.prediction import Label, Prediction, Priority
 from pacs.outbox import sop_instance_uid_of, write_results
 from pacs.source import SourceHeaderError
 from web.overlays import save_overlay
 from worker.metrics import get_metrics
+from worker.population import OUTSIDE_TRAINING_POPULATION
 from worker.scoring import Scorer
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+OUTSIDE = ContentVerdict.OUTSIDE_POPULATION
 
 
 #: ``result_objects.reason`` values set here (the delivery loop adds its own).
@@ -201,4 +204,6 @@ def _prediction(entry: WorklistEntry) -> Prediction | None:
         priority=Priority(entry.priority),
         threshold=float(entry.threshold or 0.0),
         model_version=entry.model_version or "",
+        # the row's flag (content check or header age): the SR and SC state the caveat
+        content=OUTSIDE if OUTSIDE_TRAINING_POPULATION in entry.flag_list else None,
     )
