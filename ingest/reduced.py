@@ -66,6 +66,7 @@ from pydicom.uid import (
 )
 from pydicom.uid import JPEGLossless as JPEGLosslessP14
 
+from ingest.codestream import j2k_codestream_start
 from ingest.dicom import LIBRARY_ERRORS, check_decodable, decode_frame, transfer_syntax
 from ingest.greylevels import photometric_interpretation
 from ingest.limits import MAX_PIXELS
@@ -288,8 +289,8 @@ def j2k_info(codestream: bytes) -> CodestreamInfo | None:
     signed, bits 0-6 = precision - 1); A.6.1 (COD): SPcod's first byte is the number of
     decomposition levels, the most ``reduce`` may ask for.
     """
-    start = codestream.find(b"\xff\x4f\xff\x51")
-    if start < 0:
+    start = j2k_codestream_start(codestream)  # never a decoy SOC SIZ inside another box
+    if start is None:
         return None
     siz = start + 4
     (length,) = struct.unpack(">H", codestream[siz : siz + 2])
