@@ -45,11 +45,17 @@ def overlay_heatmap(
     colours, weight = _JET[levels], _OPACITY[levels][..., np.newaxis] * alpha
     rgb = np.asarray(base.convert("RGB"), dtype=np.float32)
     blended = Image.fromarray((rgb + weight * (colours - rgb)).astype(np.uint8))
-    if caption:
-        draw = ImageDraw.Draw(blended)
-        draw.rectangle((0, 0, blended.width, 22), fill=(0, 0, 0))
-        draw.text((6, 5), caption, fill=(255, 255, 0))
-    return blended
+    return with_caption(blended, caption) if caption else blended
+
+
+def with_caption(overlay: Image.Image, caption: str) -> Image.Image:
+    """A copy of ``overlay`` with ``caption`` in a black strip over its top (the review
+    page's form; the SC takes the overlay without and burns its result in below)."""
+    captioned = overlay.copy()
+    draw = ImageDraw.Draw(captioned)
+    draw.rectangle((0, 0, captioned.width, 22), fill=(0, 0, 0))
+    draw.text((6, 5), caption, fill=(255, 255, 0))
+    return captioned
 
 
 def result_caption(prediction: Prediction) -> str:

@@ -28,7 +28,7 @@ from db.worklist import get_entries
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
 from model.content_check import ContentVerdict
-from model.overlay import OVERLAY_MIN_SIDE, overlay_heatmap, result_caption
+from model.overlay import OVERLAY_MIN_SIDE, overlay_heatmap, result_caption, with_caption
 from model.prediction import Label, Prediction, Priority
 from pacs.outbox import sop_instance_uid_of, write_results
 from pacs.source import SourceHeaderError
@@ -90,11 +90,11 @@ def publish(
     try:
         if heatmap is None:
             heatmap = scorer.heatmaps([image.pixels])[0]
-        overlay = render_overlay(scorer, image, prediction, heatmap)
+        plain = render_overlay(scorer, image, prediction, heatmap, caption=False)  # once
+        overlay = with_caption(plain, result_caption(prediction))
         save_overlay(overlay, settings.overlay_dir, image.metadata.file_sha256)
         if image.metadata.kind is not SourceKind.DICOM:
             return []
-        plain = render_overlay(scorer, image, prediction, heatmap, caption=False)
         sr_path, sc_path = write_results(source, prediction, plain, settings.outbox_dir)
     except SourceHeaderError as error:  # its message names the tag, never a value
         log.warning("row %d: no SR/SC: %s", entry_id, error)
