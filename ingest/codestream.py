@@ -10,7 +10,11 @@ checked against what the decoder would really do:
   lines (Y), samples per line (X) and components; JPEG-LS (ISO/IEC 14495-1 C.2.2) uses
   the same layout under SOF55 (FFF7).
 - JPEG 2000 and HTJ2K (ISO/IEC 15444-1 A.5.1, 15444-15): the SIZ marker right after SOC
-  gives the reference grid and image offset; a JP2 file is searched for its codestream.
+  gives the reference grid and image offset. A raw codestream starts with SOC SIZ; a JP2
+  file's codestream is the content of its first top-level Contiguous Codestream box
+  (``jp2c``, 15444-1 I.5.4), found by walking the boxes as the decoder does, never by
+  searching for the marker bytes: a decoy SOC SIZ inside an XML or UUID box is not what
+  the decoder will read (:func:`j2k_codestream_start`).
 """
 
 from __future__ import annotations
@@ -51,11 +55,44 @@ def codestream_size(data: bytes) -> CodestreamSize | None:
     """
     if data.startswith(_SOI):
         return _jpeg_size(data)
+    start = j2k_codestream_start(data)
+    return None if start is None else _siz_size(data, start + 2)
+
+
+def is_jp2(data: bytes) -> bool:
+    """``data`` begins with the JP2 signature box (a JPEG 2000 file, not a raw codestream)."""
+    return data.startswith(_JP2_SIGNATURE)
+
+
+def j2k_codestream_start(data: bytes) -> int | None:
+    """Offset of the JPEG 2000 codestream's SOC marker in ``data``, else None.
+
+    0 for a raw codestream (SOC SIZ first). In a JP2 file (15444-1 I.4: boxes of LBox,
+    TBox, optional XLBox when LBox is 1, LBox 0 meaning "to the end"), the content of the
+    first top-level ``jp2c`` box, which must itself begin with SOC SIZ. None when neither
+    holds, or a box length runs backwards or past the data.
+    """
     if data.startswith(_J2K_SOC_SIZ):
-        return _siz_size(data, 2)
-    if data.startswith(_JP2_SIGNATURE):
-        at = data.find(_J2K_SOC_SIZ)
-        return _siz_size(data, at + 2) if at >= 0 else None
+        return 0
+    if not is_jp2(data):
+        return None
+    at = 0
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if length == 1:  # XLBox: a 64-bit length follows the type
+            if at + 16 > len(data):
+                return None
+            (length,) = struct.unpack_from(">Q", data, at + 8)
+            header = 16
+        elif length == 0:  # the last box: to the end of the data
+            length = len(data) - at
+        if kind == b"jp2c":
+            start = at + header
+            return start if data[start : start + 4] == _J2K_SOC_SIZ else None
+        if length < header:
+            return None
+        at += length
     return None
 
 

@@ -35,7 +35,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from ingest.codestream import codestream_size
+from ingest.codestream import codestream_size, is_jp2
 from ingest.deflate import check_deflated_size
 from ingest.errors import IngestError, Reason
 from ingest.limits import MAX_FILE_BYTES, MAX_PIXELS, check_pixel_count, checked_file_size
@@ -237,6 +237,13 @@ def check_codestream(
             f"frames ({type(exc).__name__}).",
         ) from exc
     size = codestream_size(first)
+    if size is None and is_jp2(first):
+        # A JP2 file whose codestream box cannot be found by walking its boxes: what the
+        # decoder would allocate cannot be bounded, so it never sees the file.
+        raise IngestError(
+            Reason.CORRUPT,
+            "The JPEG 2000 (JP2) frame has no contiguous codestream box starting with SOC SIZ.",
+        )
     if size is None:
         return  # RLE, or no frame header found: the decoder's own checks apply
     stream_rows = size.rows or rows  # JPEG: 0 lines means a DNL marker sets them later

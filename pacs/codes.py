@@ -11,10 +11,12 @@
 | operating threshold            | DCM         | 122411    | Threshold Value (unit UCUM "1")   |
 | worklist priority (name)       | SCT         | 260870009 | Priority                          |
 | priority urgent/suspect/routine| 99CXRTRIAGE | URGENT... | local values: no standard code    |
+| population caveat (name)       | 99CXRTRIAGE | POPULATION | Training population              |
+| population caveat (value)      | 99CXRTRIAGE | OUTSIDE   | Outside the training population   |
 
-The three priority values are this product's own categories, so they come from a private
-coding scheme (PS3.16 8.2: designators starting with "99"), declared in the SR's Coding
-Scheme Identification Sequence.
+The three priority values and the population caveat are this product's own categories, so
+they come from a private coding scheme (PS3.16 8.2: designators starting with "99"),
+declared in the SR's Coding Scheme Identification Sequence.
 """
 
 from __future__ import annotations
@@ -53,3 +55,8 @@ PRIORITY_VALUES: dict[Priority, CodedConcept] = {
     ),
     Priority.ROUTINE: CodedConcept("ROUTINE", LOCAL_SCHEME, "Routine: below both cut-offs"),
 }
+#: Present only when the row is flagged ``outside_training_population``.
+TRAINING_POPULATION = CodedConcept("POPULATION", LOCAL_SCHEME, "Training population")
+OUTSIDE_TRAINING_POPULATION = CodedConcept(
+    "OUTSIDE", LOCAL_SCHEME, "Outside the training population: the probability may not hold"
+)

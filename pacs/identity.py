@@ -12,8 +12,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from model.content_check import ContentVerdict
+from model.prediction import Prediction
+
 MANUFACTURER = "cxr-triage"
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
+#: Burned into the SC (and coded in the SR) when the image lies outside the population the
+#: model learnt from (the content check's middle band, or a header age outside 1-5 years).
+OUTSIDE_TRAINING_POPULATION_CAVEAT = (
+    "CAUTION: outside the training population (children aged 1-5): the probability may not hold"
+)
 SR_SERIES_DESCRIPTION = f"AI pneumonia triage SR - {NOT_FOR_DIAGNOSTIC_USE}"
 SC_SERIES_DESCRIPTION = f"AI pneumonia triage image - {NOT_FOR_DIAGNOSTIC_USE}"
 SR_SERIES_NUMBER = 9901  # high numbers keep the AI series after the acquired ones
@@ -22,6 +30,15 @@ LO_MAX_LENGTH = 64  # PS3.5 6.2, VR LO (Series Description)
 #: The namespace of cxr-triage's name-based UUIDs (a fixed, random UUID: never change it,
 #: or redelivered tasks would stop replacing their own results).
 UID_NAMESPACE = uuid.UUID("6f0b6c2e-5d1e-4c1a-9d8e-3c7a1f2b9e40")
+
+
+def outside_training_population(prediction: Prediction) -> bool:
+    """Whether the result must carry :data:`OUTSIDE_TRAINING_POPULATION_CAVEAT`.
+
+    The worklist row's ``outside_training_population`` flag (content check or header age)
+    reaches the results as ``prediction.content`` (``worker.results``).
+    """
+    return prediction.content is ContentVerdict.OUTSIDE_POPULATION
 
 
 def derived_uid(*parts: str) -> str:

@@ -24,34 +24,42 @@ from model.prediction import Label, Prediction, Priority
 from pacs.identity import (
     MANUFACTURER,
     NOT_FOR_DIAGNOSTIC_USE,
+    OUTSIDE_TRAINING_POPULATION_CAVEAT,
     SC_SERIES_DESCRIPTION,
     SC_SERIES_NUMBER,
     ResultUIDs,
+    outside_training_population,
 )
 from pacs.source import copy_optional_patient_study, instance_number
 
 MIN_WIDTH = 768  # narrower overlays are enlarged so the burned-in text stays legible
 MAX_SIDE = 2048
-BAND_LINES = 3
 PRIORITY_COLOURS = {
     Priority.URGENT: (255, 64, 64),
     Priority.SUSPECT: (255, 176, 0),
     Priority.ROUTINE: (255, 255, 255),
 }
 VALID_ORIENTATION = frozenset("APRLHF")
+#: The lines after the first (whose colour is the priority's): figures, intended use, and
+#: the population caveat when there is one.
+LINE_COLOURS = ((255, 255, 255), (255, 255, 0), (255, 140, 0))
 
 
-def result_lines(prediction: Prediction) -> tuple[str, str, str]:
-    """The three burned-in lines, in the words a reader sees first."""
+def result_lines(prediction: Prediction) -> tuple[str, ...]:
+    """The burned-in lines, in the words a reader sees first: three, and a fourth with the
+    population caveat when the row is flagged ``outside_training_population``."""
     finding = (
         "PNEUMONIA suspected" if prediction.label is Label.PNEUMONIA else "no pneumonia flagged"
     )
-    return (
+    lines: tuple[str, ...] = (
         f"AI triage: {prediction.priority.value.upper()} - {finding}",
         f"probability {prediction.probability:.2f} (threshold {prediction.threshold:.2f}) - "
         f"model {prediction.model_version}",
         f"{NOT_FOR_DIAGNOSTIC_USE} - research/triage aid, every case is still read",
     )
+    if outside_training_population(prediction):
+        lines += (OUTSIDE_TRAINING_POPULATION_CAVEAT,)
+    return lines
 
 
 def burn_in(overlay: Image.Image, prediction: Prediction) -> Image.Image:
@@ -66,11 +74,11 @@ def burn_in(overlay: Image.Image, prediction: Prediction) -> Image.Image:
     lines = result_lines(prediction)
     font = _font_fitting(lines, image.width)
     line_height = round(font.size * 1.4)
-    band = line_height * BAND_LINES + line_height // 2
+    band = line_height * len(lines) + line_height // 2
     canvas = Image.new("RGB", (image.width, image.height + band), (0, 0, 0))
     canvas.paste(image, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    colours = (PRIORITY_COLOURS[prediction.priority], (255, 255, 255), (255, 255, 0))
+    colours = (PRIORITY_COLOURS[prediction.priority], *LINE_COLOURS)[: len(lines)]
     for index, (line, colour) in enumerate(zip(lines, colours, strict=True)):
         y = image.height + line_height // 4 + index * line_height
         draw.text((font.size // 2, y), line, fill=colour, font=font)

@@ -10,6 +10,7 @@ Content tree (PS3.16 TID 1500 "Measurement Report", one TID 1501 group)::
           Algorithm: cxr-triage <model version>, Source image: the radiograph
           Probability = p {1}          Threshold Value = t {1}
           Pneumonia = Present|Absent   Priority = Urgent|Suspect|Routine
+          [Training population = Outside ...]   only when the row is flagged so
 
 Codes are in :mod:`pacs.codes`. Patient and study modules are copied from the source by
 highdicom; the SR gets a series of its own, is marked RESEARCH content and UNVERIFIED, and its
@@ -43,6 +44,7 @@ from pacs.identity import (
     SR_SERIES_DESCRIPTION,
     SR_SERIES_NUMBER,
     ResultUIDs,
+    outside_training_population,
 )
 from pacs.source import copy_optional_patient_study, instance_number
 
@@ -76,14 +78,7 @@ def build_report(source: Dataset, prediction: Prediction, uids: ResultUIDs) -> C
                 unit=cxr_codes.NO_UNITS,
             ),
         ],
-        qualitative_evaluations=[
-            QualitativeEvaluation(
-                name=cxr_codes.PNEUMONIA, value=cxr_codes.LABEL_VALUES[prediction.label]
-            ),
-            QualitativeEvaluation(
-                name=cxr_codes.PRIORITY, value=cxr_codes.PRIORITY_VALUES[prediction.priority]
-            ),
-        ],
+        qualitative_evaluations=_evaluations(prediction),
     )
     device = ObserverContext(
         observer_type=codes.cid270.Device,
@@ -119,6 +114,25 @@ def build_report(source: Dataset, prediction: Prediction, uids: ResultUIDs) -> C
     )
     copy_optional_patient_study(source, document)
     return document
+
+
+def _evaluations(prediction: Prediction) -> list[QualitativeEvaluation]:
+    """Label and priority, and the population caveat when the row carries it."""
+    evaluations = [
+        QualitativeEvaluation(
+            name=cxr_codes.PNEUMONIA, value=cxr_codes.LABEL_VALUES[prediction.label]
+        ),
+        QualitativeEvaluation(
+            name=cxr_codes.PRIORITY, value=cxr_codes.PRIORITY_VALUES[prediction.priority]
+        ),
+    ]
+    if outside_training_population(prediction):
+        evaluations.append(
+            QualitativeEvaluation(
+                name=cxr_codes.TRAINING_POPULATION, value=cxr_codes.OUTSIDE_TRAINING_POPULATION
+            )
+        )
+    return evaluations
 
 
 __all__ = ["build_report"]

@@ -27,16 +27,19 @@ from db.results import WrittenObject, record_unpublishable, record_written
 from db.worklist import get_entries
 from ingest.image import SourceImage, SourceKind
 from ingest.readers import read_image
-from model.overlay import overlay_heatmap, result_caption
+from model.content_check import ContentVerdict
+from model.overlay import OVERLAY_MIN_SIDE, overlay_heatmap, result_caption, with_caption
 from model.prediction import Label, Prediction, Priority
 from pacs.outbox import sop_instance_uid_of, write_results
 from pacs.source import SourceHeaderError
 from web.overlays import save_overlay
 from worker.metrics import get_metrics
+from worker.population import OUTSIDE_TRAINING_POPULATION
 from worker.scoring import Scorer
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+OUTSIDE = ContentVerdict.OUTSIDE_POPULATION
 
 
 #: ``result_objects.reason`` values set here (the delivery loop adds its own).
@@ -87,11 +90,11 @@ def publish(
     try:
         if heatmap is None:
             heatmap = scorer.heatmaps([image.pixels])[0]
-        overlay = render_overlay(scorer, image, prediction, heatmap)
+        plain = render_overlay(scorer, image, prediction, heatmap, caption=False)  # once
+        overlay = with_caption(plain, result_caption(prediction))
         save_overlay(overlay, settings.overlay_dir, image.metadata.file_sha256)
         if image.metadata.kind is not SourceKind.DICOM:
             return []
-        plain = render_overlay(scorer, image, prediction, heatmap, caption=False)
         sr_path, sc_path = write_results(source, prediction, plain, settings.outbox_dir)
     except SourceHeaderError as error:  # its message names the tag, never a value
         log.warning("row %d: no SR/SC: %s", entry_id, error)
@@ -137,7 +140,8 @@ def publish_rows(
             pending.append(entry_id)
         else:
             try:
-                readable.append((entry_id, source, read_image(source), prediction))
+                image = read_image(source, min_side=OVERLAY_MIN_SIDE)  # not all 5 Mpx
+                readable.append((entry_id, source, image, prediction))
             except Exception as error:  # derived data: this row only, never retried forever
                 log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
                 outcomes[entry_id] = Unpublishable(
@@ -200,4 +204,6 @@ def _prediction(entry: WorklistEntry) -> Prediction | None:
         priority=Priority(entry.priority),
         threshold=float(entry.threshold or 0.0),
         model_version=entry.model_version or "",
+        # the row's flag (content check or header age): the SR and SC state the caveat
+        content=OUTSIDE if OUTSIDE_TRAINING_POPULATION in entry.flag_list else None,
     )

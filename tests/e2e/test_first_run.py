@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from db.models import Status
 from tests.corpus import copy_jpeg, cr_dicom, dataset_jpegs, lateral_dicom, truncated_copy
@@ -93,6 +95,11 @@ def test_the_first_run_prints_progress_and_a_summary_and_keeps_the_logs_in_a_fil
     assert by_reason == expected and rejected == 4
     assert summary["failed"] == "0"
     assert re.fullmatch(r"\d+:\d\d", summary["time taken"])
+    # /metrics sums the two pool processes: their counts are in the run's multiprocess folder
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(data / "metrics"))
+    done_count = registry.get_sample_value("cxr_triage_images_processed_total", {"status": "done"})
+    assert done_count == scored
     # a plain progress line (stdout is a pipe): counts, no terminal control codes
     assert re.search(
         r"^\d+ files seen · \d+ scored · \d+ rejected · \d+ in progress", done.stdout, re.M

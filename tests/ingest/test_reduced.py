@@ -25,6 +25,8 @@ from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 from ingest import IngestError, read_image
 from ingest.dicom import LIBRARY_ERRORS
 from ingest.reduced import (
+    box_factor,
+    box_mean,
     dct_scale,
     decode_for_model,
     j2k_info,
@@ -246,6 +248,32 @@ def test_reduction_levels(shorter: int, available: int, expected: int) -> None:
 )
 def test_dct_scale(shorter: int, expected: int) -> None:
     assert dct_scale(shorter, MIN_SIDE) == expected
+
+
+@pytest.mark.parametrize(
+    ("shorter", "expected"), [(2000, 5), (1600, 4), (767, 1), (768, 2), (383, 1)]
+)
+def test_box_factor(shorter: int, expected: int) -> None:
+    assert box_factor(shorter, MIN_SIDE) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_box_mean_is_the_rounded_block_mean(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    frame = rng.integers(info.min, info.max, size=(23, 17), endpoint=True).astype(dtype)
+    expected = np.rint(frame[:21, :15].astype(np.float64).reshape(7, 3, 5, 3).mean(axis=(1, 3)))
+    out = box_mean(frame, 3)
+    assert out.dtype == frame.dtype
+    np.testing.assert_array_equal(out, expected.astype(dtype))
+
+
+def test_full_size_decoders_are_box_reduced(big_reference: np.ndarray, tmp_path: Path) -> None:
+    """Native pixels (no codec reduction) reach the grey levels at 1/4 per side, recorded."""
+    path = write(set_pixels(base_dataset(*big_reference.shape), big_reference), tmp_path / "n.dcm")
+    image = read_image(path, min_side=MIN_SIDE)
+    assert image.normalization.steps[0] == "decode:full (pydicom), box 1/4 (1800x1600 -> 450x400)"
+    assert image.pixels.shape == (450, 400)
 
 
 def _model_grey(pixels: np.ndarray) -> np.ndarray:

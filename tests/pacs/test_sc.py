@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,14 @@ import pytest
 from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage
 
+from model.content_check import ContentVerdict
 from model.prediction import Prediction
-from pacs.identity import NOT_FOR_DIAGNOSTIC_USE, SC_SERIES_NUMBER, ResultUIDs
+from pacs.identity import (
+    NOT_FOR_DIAGNOSTIC_USE,
+    OUTSIDE_TRAINING_POPULATION_CAVEAT,
+    SC_SERIES_NUMBER,
+    ResultUIDs,
+)
 from pacs.sc import MIN_WIDTH, build_capture, burn_in, result_lines
 from pacs.source import read_source
 from tests.pacs.conftest import ACCESSION, PATIENT_ID, PATIENT_NAME, ROUTINE, URGENT
@@ -102,6 +109,18 @@ def test_result_lines_name_priority_probability_model_and_intended_use():
     assert "0.91" in lines and "0.37" in lines
     assert URGENT.model_version in lines
     assert NOT_FOR_DIAGNOSTIC_USE in lines
+
+
+def test_flagged_row_burns_in_the_population_caveat(source_file, overlay, tmp_path):
+    flagged = replace(URGENT, content=ContentVerdict.OUTSIDE_POPULATION)
+    assert result_lines(flagged)[-1] == OUTSIDE_TRAINING_POPULATION_CAVEAT
+    assert OUTSIDE_TRAINING_POPULATION_CAVEAT not in result_lines(URGENT)
+    plain = written_capture(source_file, overlay, tmp_path, URGENT)
+    caveated = written_capture(source_file, overlay, tmp_path, flagged)
+    assert OUTSIDE_TRAINING_POPULATION_CAVEAT in caveated.ImageComments
+    assert OUTSIDE_TRAINING_POPULATION_CAVEAT not in plain.ImageComments
+    assert caveated.Rows > plain.Rows  # a fourth line in the band, below the image
+    assert caveated.Columns == plain.Columns
 
 
 def test_capture_copies_identity_and_declares_the_burned_in_text(source_file, overlay, tmp_path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.uid import ComprehensiveSRStorage
 
+from model.content_check import ContentVerdict
 from pacs import codes
 from pacs.identity import NOT_FOR_DIAGNOSTIC_USE, SR_SERIES_NUMBER, ResultUIDs
 from pacs.source import SourceHeaderError, read_source, reference_dataset
@@ -84,6 +86,16 @@ def test_normal_label_is_coded_absent_and_routine(source_file, tmp_path):
     priority = sr_tree.only(group, "SCT", "260870009")
     assert sr_tree.coded_value(priority) == (codes.LOCAL_SCHEME, "ROUTINE")
     assert sr_tree.numeric_value(sr_tree.only(group, "DCM", "122157")) == pytest.approx(0.08)
+
+
+def test_report_states_the_population_caveat_only_when_flagged(source_file, tmp_path):
+    flagged = replace(URGENT, content=ContentVerdict.OUTSIDE_POPULATION)
+    group = sr_tree.only(written_report(source_file, tmp_path, flagged), "DCM", "125007")
+    caveat = sr_tree.only(group, codes.LOCAL_SCHEME, "POPULATION")
+    assert sr_tree.coded_value(caveat) == (codes.LOCAL_SCHEME, "OUTSIDE")
+    for plain in (URGENT, replace(URGENT, content=ContentVerdict.IN_POPULATION)):
+        group = sr_tree.only(written_report(source_file, tmp_path, plain), "DCM", "125007")
+        assert sr_tree.find(group, codes.LOCAL_SCHEME, "POPULATION") == []
 
 
 def test_report_says_research_unverified_not_for_diagnostic_use(source_file, tmp_path):

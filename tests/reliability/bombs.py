@@ -38,7 +38,11 @@ def peak_rss_kib():
     return 0
 
 from ingest import IngestError, read_header, read_image
-read = {"header": read_header, "image": read_image}[sys.argv[1]]
+read = {
+    "header": read_header,
+    "image": read_image,
+    "image-reduced": lambda path: read_image(path, min_side=384),  # what the worker reads
+}[sys.argv[1]]
 started = time.monotonic()
 try:
     read(Path(sys.argv[2]))
@@ -152,11 +156,39 @@ def j2k_siz_bomb(path: Path, side: int = 11_000) -> Path:
     import numpy as np
 
     ramp = (np.arange(64 * 64).reshape(64, 64) % 256).astype(np.uint8)
-    stream = bytearray(imagecodecs.jpeg2k_encode(ramp, level=0, codecformat="J2K"))
-    at = stream.index(b"\xff\x4f\xff\x51") + 2  # SIZ: FF51 Lsiz Rsiz Xsiz Ysiz ...
-    struct.pack_into(">II", stream, at + 6, side, side)  # Xsiz, Ysiz
-    struct.pack_into(">II", stream, at + 22, side, side)  # XTsiz, YTsiz: one tile
-    return _encapsulated_cr(path, bytes(stream), JPEG2000Lossless, photometric="MONOCHROME2")
+    stream = _siz_resized(imagecodecs.jpeg2k_encode(ramp, level=0, codecformat="J2K"), side)
+    return _encapsulated_cr(path, stream, JPEG2000Lossless, photometric="MONOCHROME2")
+
+
+def jp2_with_decoy(path: Path, decoy_side: int, real_side: int) -> Path:
+    """A JPEG 2000 CR DICOM (header 64 x 64) whose frame is a JP2 file: an XML box right
+    after ``ftyp`` holds a decoy raw codestream whose SIZ says ``decoy_side`` squared, and
+    the ``jp2c`` box the decoder reads holds the real 64 x 64 codestream with its SIZ
+    rewritten to ``real_side`` squared (64: left as encoded)."""
+    import imagecodecs
+    import numpy as np
+
+    ramp = (np.arange(64 * 64).reshape(64, 64) % 256).astype(np.uint8)
+    decoy = _siz_resized(imagecodecs.jpeg2k_encode(ramp, level=0, codecformat="J2K"), decoy_side)
+    jp2 = bytearray(imagecodecs.jpeg2k_encode(ramp, level=0, codecformat="JP2"))
+    real = jp2.index(b"jp2c") + 4  # the encoder writes one jp2c box, after jp2h
+    jp2[real:] = _siz_resized(bytes(jp2[real:]), real_side)
+    (ftyp_length,) = struct.unpack_from(">I", jp2, 12)  # after the 12-byte signature box
+    at = 12 + ftyp_length
+    xml = struct.pack(">I4s", 8 + len(decoy), b"xml ") + decoy
+    frame = bytes(jp2[:at]) + xml + bytes(jp2[at:])
+    return _encapsulated_cr(path, frame, JPEG2000Lossless, photometric="MONOCHROME2")
+
+
+def _siz_resized(stream: bytes, side: int) -> bytes:
+    """A raw codestream with its SIZ image and one-tile size set to ``side`` x ``side``."""
+    if side == 64:
+        return stream
+    out = bytearray(stream)
+    at = out.index(b"\xff\x4f\xff\x51") + 2  # SIZ: FF51 Lsiz Rsiz Xsiz Ysiz ...
+    struct.pack_into(">II", out, at + 6, side, side)  # Xsiz, Ysiz
+    struct.pack_into(">II", out, at + 22, side, side)  # XTsiz, YTsiz: one tile
+    return bytes(out)
 
 
 def _encapsulated_cr(path: Path, stream: bytes, uid: object, photometric: str) -> Path:

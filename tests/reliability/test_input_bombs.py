@@ -23,7 +23,13 @@ from tests.ingest.dicom_factory import (
     sample_jpegs,
     write,
 )
-from tests.reliability.bombs import deflate_bomb, j2k_siz_bomb, jpeg_sof_bomb, read_bounded
+from tests.reliability.bombs import (
+    deflate_bomb,
+    j2k_siz_bomb,
+    jp2_with_decoy,
+    jpeg_sof_bomb,
+    read_bounded,
+)
 
 #: Far below what inflating or decoding any of these bombs needs (1 to 7.5 GiB).
 PEAK_RSS_BOUND_MIB = 300
@@ -76,6 +82,33 @@ def test_a_j2k_siz_of_11000_squared_under_a_small_header_is_refused(tmp_path: Pa
     assert read.reason == "too_large", read
     assert "JPEG 2000 codestream's frame header says 11000 x 11000" in read.message
     assert read.peak_rss_mib < PEAK_RSS_BOUND_MIB, read
+
+
+def test_a_decoy_siz_before_a_jp2_bomb_does_not_hide_it(tmp_path: Path) -> None:
+    """JP2: a 64 x 64 SIZ in an XML box first, the decoder's codestream says 11000 x 11000."""
+    path = jp2_with_decoy(tmp_path / "jp2.dcm", decoy_side=64, real_side=11_000)
+    for what in ("image", "image-reduced"):
+        read = read_bounded(path, what)
+        assert read.returncode == 0, read.stderr
+        assert read.reason == "too_large", read
+        assert "JPEG 2000 codestream's frame header says 11000 x 11000" in read.message
+        assert read.peak_rss_mib < PEAK_RSS_BOUND_MIB, read
+
+
+def test_a_huge_decoy_siz_before_a_small_jp2_codestream_is_not_what_is_measured(
+    tmp_path: Path,
+) -> None:
+    """The decoder never reads the decoy: no refusal, and the reduce decision is the real
+    codestream's (the pixels are those of the same codestream without the decoy)."""
+    from ingest import read_image
+
+    path = jp2_with_decoy(tmp_path / "jp2.dcm", decoy_side=11_000, real_side=64)
+    plain = j2k_siz_bomb(tmp_path / "plain.dcm", side=64)  # the raw codestream, unchanged
+    np.testing.assert_array_equal(read_image(path).pixels, read_image(plain).pixels)
+    reduced = read_image(path, min_side=32)
+    assert reduced.normalization.steps[0].startswith("decode:jpeg2000 reduce=1 (openjpeg)")
+    assert reduced.pixels.shape == (32, 32)
+    np.testing.assert_array_equal(reduced.pixels, read_image(plain, min_side=32).pixels)
 
 
 def test_a_codestream_that_disagrees_with_rows_and_columns_is_corrupt(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ from db.models import ResultKind, ResultState, Status
 from db.results import objects_of, summary
 from db.worklist import Arrival, Scored, admit, record_scored, record_unscored
 from ingest import read_image
+from pacs import codes
 from tests.models import untrained_classifier
+from tests.pacs import sr_tree
 from tests.pacs.conftest import URGENT, pneumonia_grey, write_radiograph
 from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, storage_scp
 from web.overlays import overlay_file
@@ -171,3 +173,30 @@ def test_a_batch_publishes_its_done_rows_and_hands_back_those_not_archived_yet(
         ids = [done.id, moving.id, requeued.id, rejected.id]
     assert publish_rows(settings, sessions, scorer, [*ids, 999]) == [moving.id]
     assert [p.name for p in settings.overlay_dir.iterdir()] == [f"{sha}.png"]
+
+
+def test_a_row_flagged_outside_the_training_population_gets_the_caveat_in_sr_and_sc(
+    settings, sessions, tmp_path, reference_grey, scorer
+):
+    """The flag lives on the worklist row; the results are rebuilt from the row."""
+    ids = []
+    with sessions.begin() as session:
+        for index, flags in enumerate(((), ("outside_training_population",))):
+            path = write_radiograph(tmp_path / "archive" / f"{index}.dcm", reference_grey)
+            ds = pydicom.dcmread(path)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            ds.save_as(path, enforce_file_format=True)
+            entry, _ = admit(session, Arrival(f"{index}" * 64, path.name, str(path), "dicom"))
+            scored = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "m1", flags)
+            record_scored(session, entry, scored, str(path))
+            ids.append(entry.id)
+    assert publish_rows(settings, sessions, scorer, ids) == []
+    with sessions() as session:
+        found = objects_of(session, ids)
+    caveats = []
+    for entry_id in ids:
+        by_kind = {o.kind: pydicom.dcmread(o.path) for o in found[entry_id]}
+        sr, sc = by_kind[ResultKind.SR], by_kind[ResultKind.SC]
+        in_sr = sr_tree.find(sr, codes.LOCAL_SCHEME, "POPULATION") != []
+        caveats.append((in_sr, "outside the training population" in sc.ImageComments))
+    assert caveats == [(False, False), (True, True)]

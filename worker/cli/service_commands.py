@@ -15,6 +15,9 @@ import typer
 from worker.cli.app import app
 from worker.settings import Settings, get_settings
 
+#: prometheus_client's variable (``worker.metrics.MULTIPROCESS_VARIABLE``), named here so
+#: this module does not import prometheus_client before the folder is set.
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 INBOX_ARGUMENT = typer.Argument(
     help="Folder to watch (default: CXR_INBOX, or <data_dir>/inbox)",
     file_okay=False,
@@ -76,6 +79,10 @@ def run(
     # used one core, the slowest mode of all on a 2-core machine.
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
     argv += service.worker_argv(settings)
+    os.environ[MULTIPROCESS_VARIABLE] = str(_metrics_folder(settings))
+    from worker import metrics
+
+    metrics.reset_multiprocess_dir()  # counts start at zero with each run
     with contextlib.ExitStack() as closing:
         output = None if log_file is None else closing.enter_context(log_file.open("ab"))
         # Own session: Ctrl-C reaches only us, and we stop the worker once, warmly.
@@ -147,6 +154,14 @@ def _supervise(
     return status
 
 
+def _metrics_folder(settings: Settings) -> Path:
+    """Where prefork children write their metrics for the worker's ``/metrics`` to sum
+    (prometheus_client's multiprocess mode): ``PROMETHEUS_MULTIPROC_DIR`` when the
+    environment sets it, else ``<data_dir>/metrics``. Without it each pool process counted
+    alone and the endpoint showed only the main process, which scores nothing."""
+    return Path(os.environ.get(MULTIPROCESS_VARIABLE) or settings.data_dir / "metrics")
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -191,9 +206,8 @@ def worker(
 ) -> None:
     """Start a Celery worker with acks-late, prefetch 1 and both triage queues."""
     settings = _settings()
-    # Prefork children write their metrics here for the main process to sum; it must be
-    # set before prometheus_client is first imported.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "metrics"))
+    # Before prometheus_client is first imported (it reads the variable then).
+    os.environ[MULTIPROCESS_VARIABLE] = str(_metrics_folder(settings))
     from worker import service
     from worker.celery_app import app as celery_app
     from worker.phi_logging import install_phi_guard
