@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from db.models import ReviewDecision
 from db.worklist import get_entry
-from tests.web.conftest import PASSWORD, READING_ORDER, USERNAME, Worklist
+from tests.support.web import PASSWORD, READING_ORDER, USERNAME, Worklist
 from web.auth import CSRF_HEADER
 
 BASIC = (USERNAME, PASSWORD)

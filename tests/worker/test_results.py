@@ -17,8 +17,8 @@ from db.results import objects_of, summary
 from db.worklist import Arrival, Scored, admit, record_scored, record_unscored
 from ingest import read_image
 from tests.models import untrained_classifier
-from tests.pacs.conftest import URGENT, pneumonia_grey, write_radiograph
 from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, storage_scp
+from tests.support.pacs import URGENT, pneumonia_grey, write_radiograph
 from web.overlays import overlay_file
 from worker.results import (
     SOURCE_MISSING,
