@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import PrivatePostgres, PrivateRedis
+from tests.support.settings import folder_settings
+from worker.settings import Settings
 
 
 @pytest.fixture
@@ -34,3 +36,11 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Folder settings in batches of eight, the inbox created."""
+    settings = folder_settings(tmp_path, database_url, batch_size=8)
+    settings.inbox_dir.mkdir(parents=True)
+    return settings
