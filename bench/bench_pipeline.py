@@ -54,7 +54,8 @@ import redis
 
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.ingest.dicom_factory import data_dir
-from tests.processes import all_final, cli, rows, running, service_env, wait_until
+from tests.processes import all_final, cli, rows, running, service_env
+from tests.support import wait_until
 from worker import readiness
 from worker.celery_app import BACKFILL_QUEUE, LIVE_QUEUE
 

@@ -40,7 +40,7 @@ def delivery(objects: int, root: Path) -> tuple[float, float]:
     from tests.corpus import cr_dicom, dataset_jpegs
     from tests.ingest.dicom_factory import jpeg_grey
     from tests.orthanc import Orthanc
-    from tests.pacs.conftest import URGENT, synthetic_heatmap
+    from tests.support.pacs import URGENT, synthetic_heatmap
 
     (root / "archive").mkdir(parents=True)
     url = f"sqlite:///{root / 'bench.sqlite3'}"
@@ -82,7 +82,8 @@ def delivery(objects: int, root: Path) -> tuple[float, float]:
 def triage(files: int, root: Path, model: Path, frozen: bool) -> float:
     from tests.corpus import cr_dicom, dataset_jpegs
     from tests.orthanc import Orthanc
-    from tests.processes import all_final, rows, running, wait_until
+    from tests.processes import all_final, rows, running
+    from tests.support import wait_until
 
     orthanc = Orthanc(root / "orthanc", hardened=False)
     orthanc.start()

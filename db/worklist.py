@@ -394,6 +394,14 @@ def reading_order(
     return session.scalars(query).all()
 
 
+def next_to_read(session: Session, after_id: int) -> WorklistEntry | None:
+    """The first unreviewed row in reading order other than ``after_id``."""
+    for entry in reading_order(session, limit=2):
+        if entry.id != after_id:
+            return entry
+    return None
+
+
 def counts_by_status(session: Session) -> dict[Status, int]:
     rows = session.execute(
         select(WorklistEntry.status, func.count()).group_by(WorklistEntry.status)

@@ -7,8 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,20 +72,6 @@ def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout_s: float, what: str, logs: Sequence[Path] = ()
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    tails = "\n".join(
-        f"--- {p}\n{p.read_text(errors='replace')[-4000:]}" for p in logs if p.exists()
-    )
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
 
 def rows(database_url: str) -> list[WorklistEntry]:

@@ -1,19 +1,50 @@
-"""The JSON API: the same worklist and review for integrations (RIS, dashboards, scripts)."""
+"""The JSON API: the same worklist and review for integrations (RIS, dashboards, scripts).
+
+A row is :class:`db.schema.WorklistRow`, the shape ``cxr-triage worklist --json`` prints
+too, plus the row's two addresses on the review page.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field, field_validator
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, Field, computed_field, field_validator
+from sqlalchemy.orm import Session
 
-from db.models import ReviewDecision
+from db.models import ReviewDecision, WorklistEntry
 from db.results import objects_of
+from db.schema import ReviewRow, WorklistRow
 from db.worklist import get_entry, review, review_history
 from web import auth
-from web.rows import MAX_NOTE, EntryId, FilterError, Filters, as_json, check_note, history_json
+from web.database import ReadSession, WriteSession
+from web.params import MAX_NOTE, EntryId, Filters, check_note
 
 router = APIRouter(prefix="/api")
+
+
+class ApiRow(WorklistRow):
+    """A worklist row with where the review page shows it."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def image_url(self) -> str:
+        return f"/worklist/{self.id}/image.png"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def page_url(self) -> str:
+        return f"/worklist/{self.id}"
+
+
+class ApiEntry(ApiRow):
+    """One row with every review recorded on it, oldest first."""
+
+    reviews: list[ReviewRow]
+
+
+class ApiWorklist(BaseModel):
+    rows: list[ApiRow]
 
 
 class ReviewRequest(BaseModel):
@@ -28,54 +59,46 @@ class ReviewRequest(BaseModel):
 
 @router.get("/worklist")
 def worklist(
-    request: Request,
+    filters: Annotated[Filters, Query()],
     reader: Annotated[str, Depends(auth.api_user)],
-    status_: Annotated[str, Query(alias="status")] = "",
-    reviewed: str = "no",
-    patient_id: str = "",
-    accession_number: str = "",
-    since: str = "",
-    limit: int = 100,
-) -> dict[str, Any]:
+    session: ReadSession,
+) -> ApiWorklist:
     """Rows in reading order: priority rank, then probability (high first), then arrival."""
-    try:
-        filters = Filters(status_, reviewed, patient_id, accession_number, since, limit)
-    except FilterError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
-    with request.app.state.sessions() as session:
-        rows = filters.rows(session)
-        results = objects_of(session, [entry.id for entry in rows])
-        return {"rows": [as_json(entry, results.get(entry.id, [])) for entry in rows]}
+    rows = filters.rows(session)
+    results = objects_of(session, [entry.id for entry in rows])
+    return ApiWorklist(rows=[ApiRow.of(entry, results.get(entry.id, [])) for entry in rows])
 
 
 @router.get("/worklist/{entry_id}")
 def entry(
-    request: Request, entry_id: EntryId, reader: Annotated[str, Depends(auth.api_user)]
-) -> dict[str, Any]:
+    entry_id: EntryId, reader: Annotated[str, Depends(auth.api_user)], session: ReadSession
+) -> ApiEntry:
     """One row, with every review recorded on it (oldest first) under ``reviews``."""
-    with request.app.state.sessions() as session:
-        found = get_entry(session, entry_id)
-        if found is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
-        return as_json(found, objects_of(session, [entry_id]).get(entry_id, [])) | history_json(
-            review_history(session, entry_id)
-        )
+    found = get_entry(session, entry_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
+    return _with_reviews(session, found)
 
 
 @router.post("/worklist/{entry_id}/review")
 def review_entry(
-    request: Request,
     entry_id: EntryId,
     body: ReviewRequest,
     reader: Annotated[str, Depends(auth.api_write_user)],
-) -> dict[str, Any]:
+    session: WriteSession,
+) -> ApiEntry:
     """Record ``decision`` by the authenticated reader; the row stays on the worklist and
     keeps the latest decision, the history keeps every one."""
-    with request.app.state.sessions.begin() as session:
-        try:
-            reviewed = review(session, entry_id, body.decision, reader, note=body.note)
-        except LookupError as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
-        return as_json(reviewed, objects_of(session, [entry_id]).get(entry_id, [])) | history_json(
-            review_history(session, entry_id)
-        )
+    try:
+        reviewed = review(session, entry_id, body.decision, reader, note=body.note)
+    except LookupError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    return _with_reviews(session, reviewed)
+
+
+def _with_reviews(session: Session, found: WorklistEntry) -> ApiEntry:
+    return ApiEntry.of(
+        found,
+        objects_of(session, [found.id]).get(found.id, []),
+        reviews=ReviewRow.history(review_history(session, found.id)),
+    )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from db.models import ReviewDecision
 from db.results import objects_of, summary
-from db.worklist import get_entry, review, review_history
+from db.worklist import get_entry, next_to_read, review, review_history
 from web import auth, drift
+from web.database import ReadSession, WriteSession
 from web.overlays import FULL_SIDE, THUMBNAIL_SIDE
-from web.rows import MAX_NOTE, EntryId, FilterError, Filters, check_note, next_to_read
+from web.params import MAX_NOTE, EntryId, Filters, check_note, page_filters
 
 router = APIRouter()
 
@@ -68,58 +69,47 @@ def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Respons
 def worklist(
     request: Request,
     reader: Reader,
-    status_: Annotated[str, Query(alias="status")] = "",
-    reviewed: str = "no",
-    patient_id: str = "",
-    accession_number: str = "",
-    since: str = "",
-    limit: int = 100,
+    session: ReadSession,
+    chosen: Annotated[tuple[Filters, str], Depends(page_filters)],
 ) -> Response:
-    try:
-        filters = Filters(status_, reviewed, patient_id, accession_number, since, limit)
-        error = ""
-    except FilterError as problem:
-        filters, error = Filters(), str(problem)
-    with request.app.state.sessions() as session:
-        rows = filters.rows(session)
-        results = {
-            entry_id: summary(found)
-            for entry_id, found in objects_of(session, [row.id for row in rows]).items()
-        }
-        watch = drift.header_report(session, request.app.state.drift_reference)
-        return render(
-            request,
-            "worklist.html",
-            {
-                "reader": reader,
-                "rows": rows,
-                "results": results,
-                "filters": filters,
-                "error": error,
-                "drift": watch,
-            },
-        )
+    filters, error = chosen
+    rows = filters.rows(session)
+    results = {
+        entry_id: summary(found)
+        for entry_id, found in objects_of(session, [row.id for row in rows]).items()
+    }
+    watch = drift.header_report(session, request.app.state.drift_reference)
+    return render(
+        request,
+        "worklist.html",
+        {
+            "reader": reader,
+            "rows": rows,
+            "results": results,
+            "filters": filters,
+            "error": error,
+            "drift": watch,
+        },
+    )
 
 
 @router.get("/worklist/{entry_id}", response_class=HTMLResponse)
-def case(request: Request, entry_id: EntryId, reader: Reader) -> Response:
-    with request.app.state.sessions() as session:
-        entry = get_entry(session, entry_id)
-        if entry is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
-        following = next_to_read(session, entry_id)
-        return render(
-            request,
-            "case.html",
-            {
-                "reader": reader,
-                "entry": entry,
-                "result_objects": objects_of(session, [entry_id]).get(entry_id, []),
-                "next_entry": following,
-                "decisions": list(ReviewDecision),
-                "reviews": review_history(session, entry_id),
-            },
-        )
+def case(request: Request, entry_id: EntryId, reader: Reader, session: ReadSession) -> Response:
+    entry = get_entry(session, entry_id)
+    if entry is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
+    return render(
+        request,
+        "case.html",
+        {
+            "reader": reader,
+            "entry": entry,
+            "result_objects": objects_of(session, [entry_id]).get(entry_id, []),
+            "next_entry": next_to_read(session, entry_id),
+            "decisions": list(ReviewDecision),
+            "reviews": review_history(session, entry_id),
+        },
+    )
 
 
 @router.post("/worklist/{entry_id}/review")
@@ -127,6 +117,7 @@ def review_case(
     request: Request,
     entry_id: EntryId,
     reader: Reader,
+    session: WriteSession,
     decision: Annotated[ReviewDecision, Form()],
     csrf_token: Annotated[str, Form()] = "",
     note: Annotated[str, Form(max_length=MAX_NOTE)] = "",
@@ -136,25 +127,26 @@ def review_case(
         cleaned = check_note(note)
     except ValueError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
-    with request.app.state.sessions.begin() as session:
-        try:
-            review(session, entry_id, decision, reader, note=cleaned)
-        except LookupError as error:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
-        following = next_to_read(session, entry_id)
+    try:
+        review(session, entry_id, decision, reader, note=cleaned)
+    except LookupError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    following = next_to_read(session, entry_id)
     target = f"/worklist/{following.id}" if following else "/worklist"
     return RedirectResponse(target, status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/worklist/{entry_id}/image.png")
-def image(request: Request, entry_id: EntryId, reader: Reader, size: str = "thumb") -> Response:
+def image(
+    request: Request, entry_id: EntryId, reader: Reader, session: ReadSession, size: str = "thumb"
+) -> Response:
     if size not in ("thumb", "full"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "size is thumb or full")
-    with request.app.state.sessions() as session:
-        entry = get_entry(session, entry_id)
-        if entry is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
-        sha, archived = entry.file_sha256, entry.archived_path
+    entry = get_entry(session, entry_id)
+    if entry is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"worklist row {entry_id} not found")
+    sha, archived = entry.file_sha256, entry.archived_path
+    session.close()  # the connection goes back to the pool before the (slow) decode
     side = THUMBNAIL_SIDE if size == "thumb" else FULL_SIDE
     data = request.app.state.thumbnails.png(sha, archived, side)
     if data is None:

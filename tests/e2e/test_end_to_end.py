@@ -25,7 +25,8 @@ from tests.corpus import (
     lateral_dicom,
     truncated_copy,
 )
-from tests.processes import CLI, all_final, cli, files_under, rows, running, wait_until
+from tests.processes import CLI, all_final, cli, files_under, rows, running
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 

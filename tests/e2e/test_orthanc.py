@@ -23,7 +23,8 @@ from tests.corpus import cr_dicom, dataset_jpegs
 from tests.ingest.dicom_factory import base_dataset, jpeg_grey, set_pixels, write
 from tests.orthanc import ORTHANC, Orthanc
 from tests.pacs.scp import free_port
-from tests.processes import rows, running, wait_until
+from tests.processes import rows, running
+from tests.support import wait_until
 
 STORESCU = shutil.which("storescu", path="/usr/bin:/usr/local/bin")
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"

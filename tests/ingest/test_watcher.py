@@ -17,6 +17,7 @@ from ingest.watcher import (
     WatchConfig,
     is_ignored,
 )
+from tests.support import wait_until
 
 
 class Clock:
@@ -101,15 +102,6 @@ def _run(watcher: InboxWatcher) -> tuple[threading.Event, threading.Thread]:
     return stop, thread
 
 
-def _wait(condition: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.mark.parametrize("mode", ["inotify", "polling"])
 def test_a_slowly_written_file_is_handed_once_complete(tmp_path: Path, mode: str) -> None:
     inbox = tmp_path / "inbox"
@@ -121,7 +113,7 @@ def test_a_slowly_written_file_is_handed_once_complete(tmp_path: Path, mode: str
     )  # type: ignore[arg-type]
     stop, thread = _run(InboxWatcher(config, recorder))
     try:
-        _wait(lambda: len(recorder.calls) == 1)
+        wait_until(lambda: len(recorder.calls) == 1)
         assert recorder.calls[0][:2] == (inbox / "old.dcm", Origin.BACKFILL)
         sub = inbox / "study1"
         sub.mkdir()
@@ -132,7 +124,7 @@ def test_a_slowly_written_file_is_handed_once_complete(tmp_path: Path, mode: str
                 stream.flush()
                 time.sleep(0.25)
         (inbox / "ignored.part").write_bytes(b"partial")
-        _wait(lambda: len(recorder.calls) == 2)
+        wait_until(lambda: len(recorder.calls) == 2)
         time.sleep(1.0)
         assert recorder.calls[1] == (target, Origin.LIVE, 6000)
         assert len(recorder.calls) == 2
@@ -165,8 +157,8 @@ def test_a_failed_hand_over_is_retried_and_the_watcher_survives(
         outside = tmp_path / "staged.dcm"
         outside.write_bytes(b"data")
         os.rename(outside, inbox / "staged.dcm")
-        _wait(lambda: len(attempts) >= 1)
-        _wait(lambda: len(attempts) >= 2, timeout_s=5)  # retried after the failure
+        wait_until(lambda: len(attempts) >= 1)
+        wait_until(lambda: len(attempts) >= 2, timeout_s=5)  # retried after the failure
         assert attempts[0] == attempts[1] == inbox / "staged.dcm"
     finally:
         stop.set()
@@ -183,7 +175,7 @@ def test_the_periodic_rescan_finds_what_the_events_missed(tmp_path: Path) -> Non
     try:
         time.sleep(0.2)
         (inbox / "late.dcm").write_bytes(b"data")
-        _wait(lambda: len(recorder.calls) == 1, timeout_s=5)
+        wait_until(lambda: len(recorder.calls) == 1, timeout_s=5)
         assert recorder.calls[0][:2] == (inbox / "late.dcm", Origin.LIVE)
     finally:
         stop.set()

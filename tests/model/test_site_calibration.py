@@ -23,7 +23,8 @@ from model.site_calibration import (
 )
 from tests.corpus import cr_dicom
 from tests.ingest.dicom_factory import REPO
-from tests.processes import CLI, all_final, rows, wait_until
+from tests.processes import CLI, all_final, rows
+from tests.support import wait_until
 
 pytestmark = pytest.mark.tf  # model.site_calibration scores through the Classifier
 

@@ -10,7 +10,7 @@ from db.models import ResultKind, utcnow
 from db.results import WrittenObject, record_written
 from db.worklist import Arrival, Scored, admit, record_scored
 from pacs.outbox import sop_instance_uid_of, write_results
-from tests.pacs.conftest import ROUTINE, URGENT, radiograph
+from tests.support.pacs import ROUTINE, URGENT, radiograph
 
 
 def add_rows(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,14 +13,9 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs.store import PacsNode
+from tests.support import free_port
 
 SCP_AE_TITLE = "TEST_PACS"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 from pacs.outbox import write_results
 from pacs.source import SourceHeaderError
-from tests.pacs.conftest import URGENT
+from tests.support.pacs import URGENT
 
 
 def test_writes_an_sr_and_an_sc_into_the_source_study(source_file, overlay, tmp_path):

@@ -259,7 +259,8 @@ def test_storescu_hears_the_refusal_of_a_lateral_view(receiver, small_grey, tmp_
 
 @needs_dcmtk
 def test_the_listen_command_serves_until_sigterm(tmp_path, small_grey):
-    from tests.processes import running, service_env, wait_until
+    from tests.processes import running, service_env
+    from tests.support import wait_until
 
     port = free_port()
     env = service_env(

@@ -23,7 +23,7 @@ from pacs.identity import (
 )
 from pacs.sc import MIN_WIDTH, build_capture, burn_in, result_lines
 from pacs.source import read_source
-from tests.pacs.conftest import ACCESSION, PATIENT_ID, PATIENT_NAME, ROUTINE, URGENT
+from tests.support.pacs import ACCESSION, PATIENT_ID, PATIENT_NAME, ROUTINE, URGENT
 
 
 def written_capture(

@@ -23,7 +23,7 @@ from pydicom.filewriter import dcmwrite
 
 from pacs.outbox import write_results
 from pacs.source import SourceHeaderError, read_source, reference_dataset
-from tests.pacs.conftest import URGENT, radiograph
+from tests.support.pacs import URGENT, radiograph
 
 needs_dciodvfy = pytest.mark.skipif(
     shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed"

@@ -17,7 +17,7 @@ from pacs.identity import NOT_FOR_DIAGNOSTIC_USE, SR_SERIES_NUMBER, ResultUIDs
 from pacs.source import SourceHeaderError, read_source, reference_dataset
 from pacs.sr import build_report
 from tests.pacs import sr_tree
-from tests.pacs.conftest import ACCESSION, PATIENT_ID, PATIENT_NAME, ROUTINE, STUDY_ID, URGENT
+from tests.support.pacs import ACCESSION, PATIENT_ID, PATIENT_NAME, ROUTINE, STUDY_ID, URGENT
 
 
 def written_report(source_file: Path, tmp_path: Path, prediction=URGENT) -> pydicom.Dataset:

@@ -11,8 +11,8 @@ import pytest
 
 from pacs.outbox import write_results
 from pacs.store import PacsNode, StoreError, StorePriority, send
-from tests.pacs.conftest import PATIENT_ID, URGENT
 from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, free_port, storage_scp
+from tests.support.pacs import PATIENT_ID, URGENT
 
 
 @pytest.fixture

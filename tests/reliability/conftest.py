@@ -1,156 +1,19 @@
-"""Private servers and process helpers for the fault-injection suite.
+"""Fixtures of the fault-injection suite: private servers these tests own and break.
 
-Outages are simulated on servers these fixtures own: a Redis and a PostgreSQL cluster started
-per test on free ports, stopped and started again by the tests. The shared servers on
-127.0.0.1:5432/6379 are never touched by this suite.
+Outages are simulated on a Redis and a PostgreSQL cluster started per test on free ports
+(:mod:`tests.support.servers`); the shared servers on 127.0.0.1:5432/6379 are never touched.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-import redis
 
-from tests.e2e.conftest import model_dir  # noqa: F401  (the session's model directory)
-
-PG_BIN = Path(
-    os.environ.get("CXR_TEST_PG_BIN")
-    or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), Path())
-)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait(condition: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class PrivateRedis:
-    """A throwaway redis-server on a free port; ``stop()``/``start()`` simulate an outage."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        _wait(self.ping, 20, f"redis on port {self.port}")
-
-    def ping(self) -> bool:
-        try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)  # an outage, not a clean shutdown
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL cluster (initdb as the ``postgres`` OS user when run as root)."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="cxr-pg-", dir="/tmp"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._as: list[str] = []
-        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-            shutil.chown(self.root, "postgres")
-            self._as = ["runuser", "-u", "postgres", "--"]
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-
-    def _run(self, tool: str, *args: str) -> None:
-        result = subprocess.run(
-            [*self._as, str(PG_BIN / tool), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, f"{tool}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200"
-        )
-        log = str(self.root / "log")
-        data = str(self.data)
-        self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
-        _wait(self.ready, 60, f"postgres on port {self.port}")
-
-    def ready(self) -> bool:
-        try:
-            with psycopg.connect(self.admin_url, connect_timeout=1) as connection:
-                connection.execute("SELECT 1")
-            return True
-        except psycopg.Error:
-            return False
-
-    def stop(self) -> None:
-        """Immediate shutdown: every connection is cut, as when the server goes away."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def destroy(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            subprocess.run(
-                [*self._as, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "i", "stop"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        shutil.rmtree(self.root, ignore_errors=True)
+from tests.support.servers import PrivatePostgres, PrivateRedis
+from tests.support.settings import folder_settings
+from worker.settings import Settings
 
 
 @pytest.fixture
@@ -175,38 +38,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server.destroy()
 
 
-# -- process inspection without extra dependencies (/proc)
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of one process, in KiB (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Folder settings in batches of eight, the inbox created."""
+    settings = folder_settings(tmp_path, database_url, batch_size=8)
+    settings.inbox_dir.mkdir(parents=True)
+    return settings

@@ -162,13 +162,13 @@ def slow_dicom(path: Path, **attributes: object) -> Path:
 
 
 def process_tree_rss_kib(pid: int) -> int:
-    from tests.reliability.conftest import children, rss_kib
+    from tests.support import children, rss_kib
 
     return rss_kib(pid) + sum(rss_kib(c) for c in children(pid))
 
 
 def iter_tree(pid: int) -> Iterator[int]:
-    from tests.reliability.conftest import children
+    from tests.support import children
 
     yield pid
     for child in children(pid):

@@ -20,7 +20,7 @@ from db.engine import make_engine
 from db.models import Status, utcnow
 from db.worklist import Arrival, admit, reading_order
 from tests.processes import CLI, cli_json, service_env
-from tests.reliability.conftest import PrivatePostgres
+from tests.support.servers import PrivatePostgres
 
 REPO = Path(__file__).resolve().parents[2]
 READER_SQL = REPO / "db" / "sql" / "worklist_reader.sql"

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,20 +23,6 @@ from worker.settings import Settings
 
 def _no_model() -> Scorer:
     raise AssertionError("the model must not see a blank image")
-
-
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        inbox=tmp_path / "inbox",
-        archive=tmp_path / "archive",
-        quarantine=tmp_path / "quarantine",
-        database_url=database_url,
-        batch_size=8,
-    )
-    settings.inbox_dir.mkdir(parents=True)
-    return settings
 
 
 def test_blank_dicoms_and_rasters_are_rejected_before_the_model(

@@ -36,20 +36,6 @@ LONG_NAME = LONG_STEM + ".dcm"  # exactly 255 bytes: the longest name ext4 allow
 NOT_UTF8 = os.fsdecode(b"M\xfcller^Hans\xff.dcm")  # Latin-1 from an old share, and a stray byte
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        inbox=tmp_path / "inbox",
-        archive=tmp_path / "archive",
-        quarantine=tmp_path / "quarantine",
-        database_url=database_url,
-        batch_size=8,
-    )
-    settings.inbox_dir.mkdir(parents=True)
-    return settings
-
-
 def _no_model() -> Scorer:
     raise AssertionError("the model must not be loaded for files that cannot be scored")
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from db.models import Status
-from tests.processes import cli_json, running, wait_until
-from tests.reliability.conftest import PrivateRedis, free_port, rss_kib
+from tests.processes import cli_json, running
 from tests.reliability.stack import Stack, iter_tree, small_pngs
+from tests.support import free_port, rss_kib, wait_until
+from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(900)]
 

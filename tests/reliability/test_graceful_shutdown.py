@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from db.models import Status
-from tests.processes import wait_until
-from tests.reliability.conftest import PrivateRedis
 from tests.reliability.stack import Stack, slow_dicom, small_pngs
+from tests.support import wait_until
+from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(420)]
 

@@ -21,9 +21,9 @@ from pydicom.data import get_testdata_files
 
 from db.models import FINAL_STATUSES, Status
 from tests.corpus import copy_jpeg, cr_dicom, dataset_jpegs, truncated_copy
-from tests.processes import wait_until
-from tests.reliability.conftest import PrivateRedis
 from tests.reliability.stack import Stack, sha256
+from tests.support import wait_until
+from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(480)]
 

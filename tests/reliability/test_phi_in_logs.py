@@ -16,9 +16,10 @@ import pytest
 
 from db.models import FINAL_STATUSES
 from tests.corpus import cr_dicom, dataset_jpegs, truncated_copy
-from tests.processes import files_under, wait_until
-from tests.reliability.conftest import PrivateRedis
+from tests.processes import files_under
 from tests.reliability.stack import Stack
+from tests.support import wait_until
+from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(300)]
 

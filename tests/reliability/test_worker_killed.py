@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from db.models import Status, utcnow
-from tests.processes import wait_until
-from tests.reliability.conftest import PrivateRedis, alive, children
 from tests.reliability.stack import Stack, slow_dicom, small_pngs
+from tests.support import alive, children, wait_until
+from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(420)]
 

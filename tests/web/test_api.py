@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
 from db.models import ReviewDecision
 from db.worklist import get_entry
-from tests.web.conftest import PASSWORD, READING_ORDER, USERNAME, Worklist
+from tests.support.web import PASSWORD, READING_ORDER, USERNAME, Worklist
 from web.auth import CSRF_HEADER
 
 BASIC = (USERNAME, PASSWORD)
@@ -107,3 +113,26 @@ def test_session_writes_need_the_csrf_header(logged_in: TestClient, worklist):
 def test_health_check_needs_no_login_and_shows_no_rows(client):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_the_api_and_the_cli_show_a_row_with_the_same_fields(
+    client: TestClient, worklist: Worklist, tmp_path: Path
+):
+    """One row schema (db.schema.WorklistRow): ``cxr-triage worklist --json`` prints what
+    ``GET /api/worklist`` answers, but the page links, which only the page can resolve."""
+    api = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()["rows"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    printed = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "worklist", "--json", "--include-reviewed"],
+        env={**clean, "CXR_DATA_DIR": str(tmp_path), "CXR_DATABASE_URL": worklist.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = json.loads(printed.stdout)
+    assert len(rows) == len(api) == len(worklist.ids)
+    for row in api:
+        assert row.pop("image_url") == f"/worklist/{row['id']}/image.png"
+        assert row.pop("page_url") == f"/worklist/{row['id']}"
+    assert rows == api

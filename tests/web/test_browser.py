@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,8 @@ import uvicorn
 
 from db.models import ReviewDecision
 from db.worklist import get_entry
-from tests.web.conftest import PASSWORD, READING_ORDER, USERNAME, Worklist
+from tests.support import free_port
+from tests.support.web import PASSWORD, READING_ORDER, USERNAME, Worklist
 from web.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,12 +44,6 @@ pytestmark = [
         reason="/usr/bin/chromium is missing: apt-get install -y chromium (Debian's package)",
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from db.models import Status, utcnow
 from db.worklist import Arrival, Scored, admit, record_scored, record_unscored
 from model.card import SHIPPED_DIR, ModelCard
 from model.drift import score_bin
-from tests.web.conftest import Worklist
+from tests.support.web import Worklist
 
 
 def test_no_cases_yet_says_so(worklist: Worklist, logged_in: TestClient) -> None:

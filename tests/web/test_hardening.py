@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db.models import ReviewDecision
 from db.worklist import get_entry, review, review_history
-from tests.web.conftest import PASSWORD, USERNAME, Worklist
+from tests.support.web import PASSWORD, USERNAME, Worklist
 from tests.web.test_pages import csrf
 from web.app import create_app
 from web.auth import CSRF_HEADER

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from db.models import ReviewDecision
 from db.worklist import get_entry
-from tests.web.conftest import PASSWORD, READING_ORDER, USERNAME, Worklist, png_size
+from tests.support.web import PASSWORD, READING_ORDER, USERNAME, Worklist, png_size
 from web.overlays import FULL_SIDE, THUMBNAIL_SIDE
 
 

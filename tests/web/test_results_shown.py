@@ -19,7 +19,7 @@ from db.results import (
     record_written,
 )
 from tests.processes import cli, cli_json, service_env
-from tests.web.conftest import PASSWORD, USERNAME, Worklist
+from tests.support.web import PASSWORD, USERNAME, Worklist
 
 HOSTILE = "PACS said <script>alert(1)</script>"
 

@@ -7,7 +7,6 @@ Compose runs the page with secure cookies.
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,16 +16,11 @@ import pytest
 import yaml
 
 from db import migrate
-from tests.processes import running, service_env, wait_until
+from tests.processes import running, service_env
+from tests.support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FORGED = "203.0.113.77"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _failed_login(port: int) -> int:
@@ -54,7 +48,7 @@ def _client_seen(tmp_path: Path, **extra: str) -> str:
     """The failed-login log line of ``cxr-triage web`` after a request with a forged XFF."""
     url = f"sqlite:///{tmp_path / 'worklist.sqlite3'}"
     migrate.upgrade(url)
-    port = _free_port()
+    port = free_port()
     env = service_env(
         tmp_path, url, None, CXR_WEB_PASSWORD="long enough pw", CXR_WEB_PORT=str(port), **extra
     )

@@ -4,16 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.settings import folder_settings
 from worker.settings import Settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        inbox=tmp_path / "inbox",
-        archive=tmp_path / "archive",
-        quarantine=tmp_path / "quarantine",
-        database_url=database_url,
-        batch_size=4,
-    )
+    return folder_settings(tmp_path, database_url, batch_size=4)

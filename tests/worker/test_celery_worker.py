@@ -21,8 +21,8 @@ from tests.processes import (
     rows,
     running,
     service_env,
-    wait_until,
 )
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

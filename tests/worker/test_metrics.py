@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from db.models import utcnow
 from ingest.errors import Reason
 from model.prediction import Label, Prediction, Priority
+from tests.support import free_port
 from worker.metrics import WorkerMetrics
 from worker.outcomes import Failed, Rejected, Scored
 
@@ -87,12 +88,6 @@ SERVER = textwrap.dedent(
     time.sleep(60)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_prefork_children_are_summed_on_one_endpoint(tmp_path: Path):

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from db.models import ResultObject, ResultState, utcnow
 from db.results import mark_attempt
 from model.overlay import overlay_heatmap
-from tests.pacs.conftest import pneumonia_grey, synthetic_heatmap
 from tests.pacs.delivery_rows import add_rows
 from tests.pacs.scp import SCP_AE_TITLE, free_port, storage_scp
 from tests.processes import CLI, service_env
+from tests.support.pacs import pneumonia_grey, synthetic_heatmap
 
 
 @pytest.fixture

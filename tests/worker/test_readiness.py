@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import CLI, running, service_env, wait_until
+from tests.processes import CLI, running, service_env
+from tests.support import wait_until
 from worker import readiness
 
 pytestmark = [pytest.mark.slow]

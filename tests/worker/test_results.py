@@ -19,8 +19,8 @@ from ingest import read_image
 from pacs import codes
 from tests.models import untrained_classifier
 from tests.pacs import sr_tree
-from tests.pacs.conftest import URGENT, pneumonia_grey, write_radiograph
 from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, storage_scp
+from tests.support.pacs import URGENT, pneumonia_grey, write_radiograph
 from web.overlays import overlay_file
 from worker.results import (
     SOURCE_MISSING,

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, make_session_factory
 from db.models import Status, WorklistEntry
-from tests.processes import CLI, wait_until
+from tests.processes import CLI
+from tests.support import wait_until
 from worker.cli.run_report import Baseline, CountingIntake, RunCounts, RunProgress
 from worker.intake import Intake
 

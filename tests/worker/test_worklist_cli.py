@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from db import migrate
 from db.engine import make_engine, make_session_factory
 from db.worklist import Arrival, admit
+from worker import resources
 from worker.cli import app
 from worker.settings import get_settings
 
@@ -47,9 +48,19 @@ def hostile_worklist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[st
     engine.dispose()
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CXR_DATABASE_URL", url)
-    get_settings.cache_clear()
+    _forget_database()
     yield HOSTILE_NAMES
+    _forget_database()
+
+
+def _forget_database() -> None:
+    """The CLI runs in this process and caches its engine: without this, a later test read
+    the first test's database."""
     get_settings.cache_clear()
+    if resources.get_engine.cache_info().currsize:
+        resources.get_engine().dispose()
+    resources.get_session_factory.cache_clear()
+    resources.get_engine.cache_clear()
 
 
 def test_the_table_prints_markup_in_names_as_text(hostile_worklist: list[str]):

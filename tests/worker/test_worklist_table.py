@@ -136,6 +136,6 @@ def test_json_keeps_every_column(env: dict[str, str]):
     rows = json.loads(_worklist(env, 80, "--json"))
     assert [r["source_name"] for r in rows] == [LONG_NAME, "normal.jpeg", MARKUP_NAME]
     assert rows[0]["label"] == "pneumonia"
-    assert rows[0]["flags"] == "age_outside_training_range,eligibility_unverified"
+    assert rows[0]["flags"] == ["age_outside_training_range", "eligibility_unverified"]
     assert rows[0]["probability"] == pytest.approx(0.987654)
     assert {"priority_rank", "model_version", "threshold", "results"} <= set(rows[0])

@@ -21,7 +21,8 @@ from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Column, Table
 
-from db.models import ReviewDecision, Status, WorklistEntry, utcnow
+from db.models import ReviewDecision, Status, utcnow
+from db.schema import WorklistRow
 from db.worklist import parse_when
 from worker.cli.app import app
 from worker.settings import get_settings
@@ -34,32 +35,8 @@ if TYPE_CHECKING:
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-COLUMNS = (
-    "id",
-    "status",
-    "priority",
-    "priority_rank",
-    "probability",
-    "label",
-    "flags",
-    "reason",
-    "model_version",
-    "threshold",
-    "accession_number",
-    "patient_id",
-    "study_instance_uid",
-    "sop_instance_uid",
-    "source_name",
-    "archived_path",
-    "received_at",
-    "started_at",
-    "finished_at",
-    "reviewed_at",
-    "reviewed_by",
-    "review_decision",
-    "file_sha256",
-)
-RESULTS_COLUMN = "results"  # the SR/SC on their way to the PACS (db.results.summary)
+#: ``--csv`` columns: the row schema's, but ``result_objects`` (nested; ``results`` sums it up).
+CSV_COLUMNS = tuple(name for name in WorklistRow.model_fields if name != "result_objects")
 
 
 #: A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
@@ -97,16 +74,11 @@ def _parse_when(value: str | None) -> datetime | None:
         raise typer.BadParameter(str(error)) from error
 
 
-def row_dict(entry: WorklistEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in COLUMNS:
-        value = getattr(entry, name)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, StrEnum):
-            value = value.value
-        out[name] = value
-    return out
+def csv_row(row: WorklistRow) -> dict[str, object]:
+    """A row as ``--csv`` writes it: ``flags`` comma-separated, every cell spreadsheet-safe."""
+    values = row.model_dump(mode="json", include=set(CSV_COLUMNS))
+    values["flags"] = ",".join(row.flags)
+    return {name: spreadsheet_safe(values[name]) for name in CSV_COLUMNS}
 
 
 @app.command()
@@ -126,7 +98,7 @@ def worklist(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row")] = False,
 ) -> None:
     """The reading order: priority (urgent first), then probability, then arrival."""
-    from db.results import objects_of, summary
+    from db.results import objects_of
     from db.worklist import reading_order
 
     with _sessions()() as session:
@@ -143,13 +115,13 @@ def worklist(
             )
         )
         results = objects_of(session, [e.id for e in entries])
-        rows = [{**row_dict(e), RESULTS_COLUMN: summary(results.get(e.id, []))} for e in entries]
+        rows = [WorklistRow.of(e, results.get(e.id, [])) for e in entries]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     elif as_csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=(*COLUMNS, RESULTS_COLUMN))
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
+        writer.writerows(csv_row(row) for row in rows)
     else:
         _print_table(rows)
 
@@ -168,7 +140,7 @@ class _Column:
     justify: JustifyMethod = "left"
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_table(rows: list[WorklistRow]) -> None:
     """The worklist for a terminal: whole headers at any width, long values folding.
 
     Below ``WIDE_TABLE`` columns the label (it follows from the priority) goes and the time
@@ -179,24 +151,24 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     """
     console = Console()
     wide = console.width >= WIDE_TABLE
-    received = [(r["received_at"] or "")[:19].replace("T", " ") for r in rows]
+    received = [r.received_at.isoformat()[:19].replace("T", " ") for r in rows]
     candidates = [
-        _Column("id", [str(r["id"]) for r in rows], justify="right"),
-        _Column("priority", [r["priority"] or "-" for r in rows]),
-        _Column("prob", [_probability(r["probability"]) for r in rows], justify="right"),
-        *([_Column("label", [r["label"] or "-" for r in rows])] if wide else []),
+        _Column("id", [str(r.id) for r in rows], justify="right"),
+        _Column("priority", [r.priority or "-" for r in rows]),
+        _Column("prob", [_probability(r.probability) for r in rows], justify="right"),
+        *([_Column("label", [r.label or "-" for r in rows])] if wide else []),
         _Column(
             "status",
-            [r["status"] + (f" ({r['reason']})" if r["reason"] else "") for r in rows],
+            [r.status.value + (f" ({r.reason})" if r.reason else "") for r in rows],
             share=2,
         ),
-        _Column("flags", [(r["flags"] or "").replace(",", ", ") for r in rows], share=2),
-        _Column("PACS results", [r[RESULTS_COLUMN] for r in rows], share=1),
-        _Column("accession", [r["accession_number"] or "" for r in rows], share=2),
+        _Column("flags", [", ".join(r.flags) for r in rows], share=2),
+        _Column("PACS results", [r.results for r in rows], share=1),
+        _Column("accession", [r.accession_number or "" for r in rows], share=2),
         _Column("received (UTC)", received)
         if wide
         else _Column("received", [when[5:16] for when in received]),
-        _Column("file", [r["source_name"] for r in rows], share=4),
+        _Column("file", [r.source_name for r in rows], share=4),
     ]
     columns = [c for c in candidates if any(c.cells) or not rows]
     table = Table(
