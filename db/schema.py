@@ -62,14 +62,12 @@ class WorklistRow(BaseModel):
     label: str | None
     flags: list[str]
     reason: str | None
-    reason_detail: str | None
     model_version: str | None
     threshold: float | None
     accession_number: str | None
     patient_id: str | None
     study_instance_uid: str | None
     sop_instance_uid: str | None
-    source_kind: str | None
     source_name: str
     archived_path: str | None
     received_at: Time
@@ -80,6 +78,9 @@ class WorklistRow(BaseModel):
     review_decision: ReviewDecision | None
     file_sha256: str
     results: str
+    # Added after the CSV's first release: at the end, so readers by position keep working.
+    reason_detail: str | None
+    source_kind: str | None
     result_objects: list[ResultObjectRow]
 
     @classmethod

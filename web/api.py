@@ -1,7 +1,9 @@
 """The JSON API: the same worklist and review for integrations (RIS, dashboards, scripts).
 
 A row is :class:`db.schema.WorklistRow`, the shape ``cxr-triage worklist --json`` prints
-too, plus the row's two addresses on the review page.
+too, less the file name and the server path it was archived under (senders put patient
+names in file names; an integration has no use for the server's folders), plus the row's
+two addresses on the review page.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ router = APIRouter(prefix="/api")
 
 
 class ApiRow(WorklistRow):
-    """A worklist row with where the review page shows it."""
+    """A worklist row with where the review page shows it, without its file names."""
+
+    source_name: str = Field(exclude=True)
+    archived_path: str | None = Field(exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

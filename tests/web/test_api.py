@@ -119,7 +119,8 @@ def test_the_api_and_the_cli_show_a_row_with_the_same_fields(
     client: TestClient, worklist: Worklist, tmp_path: Path
 ):
     """One row schema (db.schema.WorklistRow): ``cxr-triage worklist --json`` prints what
-    ``GET /api/worklist`` answers, but the page links, which only the page can resolve."""
+    ``GET /api/worklist`` answers, but the page links, which only the page can resolve, and
+    the file names, which the API keeps to itself (they may carry a patient's name)."""
     api = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()["rows"]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     printed = subprocess.run(
@@ -135,4 +136,23 @@ def test_the_api_and_the_cli_show_a_row_with_the_same_fields(
     for row in api:
         assert row.pop("image_url") == f"/worklist/{row['id']}/image.png"
         assert row.pop("page_url") == f"/worklist/{row['id']}"
+    for row in rows:
+        assert row.pop("source_name") and "archived_path" in row
+        row.pop("archived_path")
     assert rows == api
+
+
+def test_the_api_never_shows_file_names_or_server_paths(client: TestClient, worklist: Worklist):
+    """Senders name files after patients; the API row carries no name or path of a file."""
+    rows = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()["rows"]
+    one = client.get(f"/api/worklist/{rows[0]['id']}", auth=BASIC).json()
+    for row in (*rows, one):
+        assert not {"source_name", "archived_path", "source_path"} & row.keys()
+        files = [
+            value
+            for key, value in row.items()
+            if key != "image_url"
+            and isinstance(value, str)
+            and value.endswith((".dcm", ".jpg", ".jpeg", ".png"))
+        ]
+        assert not files, files

