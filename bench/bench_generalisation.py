@@ -102,7 +102,8 @@ def main() -> None:
             print(
                 f"  calibrate --site, {rule}, cross-validated: sensitivity "
                 f"{cross['sensitivity']:.3f}, specificity {cross['specificity']:.3f}, "
-                f"ECE {cross['ece']:.3f}"
+                f"ECE {cross['ece']:.3f} (pooled out-of-fold; mean of per-fold ECEs "
+                f"{cross['ece_per_fold_mean']:.3f})"
             )
         _print_crops("site sample", crop_invariance(classifier, site_images, site_labels))
         if not args.no_validation:

@@ -47,7 +47,7 @@ from model.card import CARD_FILE, ModelCard, OperatingPoint
 from model.dataset import LABELS
 from model.drift import SITE_PREDICTIONS
 from model.evaluate import Rejected, Scored, labelled_files, score_folder, write_evaluation
-from model.metrics import classification_metrics
+from model.metrics import classification_metrics, expected_calibration_error
 from model.predict import Classifier
 
 #: Fewer cases than these cannot place a probability scale or a cut-off with any stability.
@@ -243,28 +243,37 @@ def cross_validate(
     folds: int = 5,
     repeats: int = 20,
 ) -> dict[str, Any]:
-    """The procedure fitted on 4/5 of the sample, measured on the 1/5 left out, pooled.
+    """The procedure fitted on 4/5 of the sample, measured on the 1/5 left out.
 
-    Each fold may hold too few pneumonias to demonstrate the target; the cut-off then
-    catches all of them, which only makes these figures more conservative.
+    Sensitivity and specificity are the mean over folds. The calibration error is measured
+    on each repeat's pooled out-of-fold probabilities (every image scored by a fit that
+    never saw it), then averaged over repeats: ten bins over the 25 images of one fold
+    mostly measure sampling noise (labels drawn from the site sample's own r5 scores, a
+    perfectly calibrated score, show a mean ECE of 0.064 on 25 images and 0.036 on 125),
+    so the per-fold mean is kept only as ``ece_per_fold_mean``. Each fold may
+    hold too few pneumonias to demonstrate the target; the cut-off then catches all of
+    them, which only makes these figures more conservative.
     """
-    sensitivity, specificity, ece = [], [], []
+    sensitivity, specificity, per_fold_ece = [], [], []
+    out_of_fold = np.empty((repeats, len(labels)))
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    for fit, held in splitter.split(logits, labels):
+    for i, (fit, held) in enumerate(splitter.split(logits, labels)):
         point, _ = fit_operating_point(
             logits[fit], labels[fit], target_sensitivity, suspect_target_sensitivity, confidence
         )
         p = point.probabilities(logits[held])
+        out_of_fold[i // folds, held] = p
         m = classification_metrics(labels[held], p, point.threshold, bootstrap=0)
         sensitivity.append(m["sensitivity"])
         specificity.append(m["specificity"])
-        ece.append(m["ece"])
+        per_fold_ece.append(m["ece"])
     return {
         "folds": folds,
         "repeats": repeats,
         "sensitivity": float(np.mean(sensitivity)),
         "specificity": float(np.mean(specificity)),
-        "ece": float(np.mean(ece)),
+        "ece": float(np.mean([expected_calibration_error(labels, p) for p in out_of_fold])),
+        "ece_per_fold_mean": float(np.mean(per_fold_ece)),
         "sensitivity_worst_fold_percentile_5": float(np.percentile(sensitivity, 5)),
     }
 

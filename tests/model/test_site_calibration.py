@@ -15,6 +15,7 @@ from model.site_calibration import (
     SampleOneSidedError,
     SampleTooSmallError,
     check_sample,
+    cross_validate,
     fit_operating_point,
     guaranteed_threshold,
     required_positives,
@@ -114,6 +115,17 @@ def test_guaranteed_threshold_reports_what_it_cannot_show() -> None:
     threshold, shown = guaranteed_threshold(probabilities, labels, 0.95, None)
     assert shown  # k = floor(0.05 * 61) = 3: the third-lowest pneumonia sets the cut-off
     assert np.sum(probabilities[labels == 1] < threshold) == 2
+
+
+def test_cross_validated_calibration_error_is_measured_on_pooled_out_of_fold_scores() -> None:
+    """A perfectly calibrated score on 125 images: the pooled out-of-fold ECE sits near the
+    noise floor of 125 images; the mean of per-fold (25-image) ECEs reads it as miscalibrated."""
+    rng = np.random.default_rng(3)
+    logits = np.concatenate([rng.normal(-2.5, 1.5, 47), rng.normal(3.0, 1.5, 78)])
+    labels = (rng.random(125) < 1 / (1 + np.exp(-logits))).astype(int)
+    cross = cross_validate(logits, labels, 0.95, 0.99, None, seed=1)
+    assert cross["ece"] < cross["ece_per_fold_mean"]
+    assert cross["ece"] < 0.06
 
 
 def test_site_version_fits_the_worklist_column() -> None:
