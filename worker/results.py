@@ -136,12 +136,12 @@ def publish_rows(
     nothing. The rows are read in one query before anything is published, so a database
     outage retries the task before any row was sent to the PACS.
 
-    Results yield to scoring: once a row has been published, ``triage_waiting`` is asked
-    before each next one, and when it says yes the rows not started are handed back as
-    ``deferred`` (the task sends them again, behind the triage work). A row's Grad-CAM,
-    overlay, SR and SC take from tens of milliseconds to seconds: a results task picked up
-    in a moment when the triage queues were empty then holds its worker process for one
-    row, not for the whole batch.
+    Results yield to scoring: ``triage_waiting`` is asked first and between rows, and while
+    it says yes the rows not started are handed back as ``deferred`` (the task sends them
+    again, behind the triage work): a task that finds triage work waiting publishes one row
+    (so results still progress), one that sees it arrive stops after the row in hand. A
+    row's overlay, SR and SC take from milliseconds to seconds; the Grad-CAM heatmaps of
+    the rows taken are still one model call (the bulk of a small image's cost when batched).
 
     ``pending`` are the rows whose archived original is not there (yet): the archive move
     may still be pending, and the task retries those alone.
@@ -153,35 +153,41 @@ def publish_rows(
             if entry.status is Status.DONE and entry.archived_path
         ]
     remaining = Remaining()
-    outcomes: dict[int, list[WrittenObject] | Unpublishable] = {}
-    for index, (entry_id, source, prediction) in enumerate(jobs):
+    ready: list[tuple[int, Path, Prediction]] = []
+    for entry_id, source, prediction in jobs:
         if prediction is None:
             log.info("row %d: not a scored row; no results to publish", entry_id)
         elif not source.is_file():
             remaining.pending.append(entry_id)
-        elif outcomes and triage_waiting():
-            remaining.deferred.extend(job[0] for job in jobs[index:])
-            log.info("results of rows %s wait: triage work is queued", remaining.deferred)
-            break
         else:
-            outcomes[entry_id] = _publish_archived(settings, scorer, entry_id, source, prediction)
+            ready.append((entry_id, source, prediction))
+    if len(ready) > 1 and triage_waiting():  # one row for progress, the rest handed back
+        remaining.deferred.extend(entry_id for entry_id, _, _ in ready[1:])
+        ready = ready[:1]
+    outcomes: dict[int, list[WrittenObject] | Unpublishable] = {}
+    readable: list[tuple[int, Path, SourceImage, Prediction]] = []
+    for entry_id, source, prediction in ready:
+        try:
+            image = read_image(source, min_side=OVERLAY_MIN_SIDE)  # not all 5 Mpx
+            readable.append((entry_id, source, image, prediction))
+        except Exception as error:  # derived data: this row only, never retried forever
+            log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
+            outcomes[entry_id] = Unpublishable(
+                SOURCE_UNREFERENCEABLE,
+                f"the archived original no longer reads ({type(error).__name__})",
+            )
+    heatmaps = _heatmaps(scorer, [image.pixels for _, _, image, _ in readable])
+    for index, ((entry_id, source, image, prediction), heatmap) in enumerate(
+        zip(readable, heatmaps, strict=True)
+    ):
+        if index and triage_waiting():  # between rows: the rest is handed back
+            remaining.deferred.extend(row[0] for row in readable[index:])
+            break
+        outcomes[entry_id] = publish(settings, scorer, entry_id, source, image, prediction, heatmap)
+    if remaining.deferred:
+        log.info("results of rows %s wait: triage work is queued", remaining.deferred)
     _record(sessions, outcomes)
     return remaining
-
-
-def _publish_archived(
-    settings: Settings, scorer: Scorer, entry_id: int, source: Path, prediction: Prediction
-) -> list[WrittenObject] | Unpublishable:
-    """:func:`publish` for a row's archived original, read at the overlay's size."""
-    try:
-        image = read_image(source, min_side=OVERLAY_MIN_SIDE)  # not all 5 Mpx
-    except Exception as error:  # derived data: this row only, never retried forever
-        log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
-        return Unpublishable(
-            SOURCE_UNREFERENCEABLE,
-            f"the archived original no longer reads ({type(error).__name__})",
-        )
-    return publish(settings, scorer, entry_id, source, image, prediction)
 
 
 def give_up(sessions: sessionmaker[Session], entry_ids: Sequence[int], why: str) -> None:
@@ -208,6 +214,20 @@ def _record(
             elif outcome:
                 record_written(session, entry_id, outcome, now)
                 metrics.observe_pacs("written", len(outcome))
+
+
+def _heatmaps(scorer: Scorer, images: list[np.ndarray]) -> list[np.ndarray | None]:
+    """One Grad-CAM call for the batch; ``None`` (each computed alone) if it fails."""
+    if not images:
+        return []
+    try:
+        maps: list[np.ndarray | None] = list(scorer.heatmaps(images))
+        if len(maps) != len(images):
+            raise ValueError(f"{len(maps)} heatmaps for {len(images)} images")
+        return maps
+    except Exception:  # an image that breaks the batch must not cost its batch-mates
+        log.exception("batch heatmap failed; computing them one by one")
+        return [None] * len(images)
 
 
 def _prediction(entry: WorklistEntry) -> Prediction | None:

@@ -116,8 +116,28 @@ def test_a_results_task_publishes_one_row_then_hands_the_rest_back_while_triage_
 
     _drain(broker, LIVE_QUEUE)  # the triage work was taken: the rest runs to its end
     assert publish_rows(settings, sessions, scorer, first.deferred, triage_waiting) == Remaining()
-    assert scorer.heatmapped == [1, 1, 1, 1]  # each row once
+    assert scorer.heatmapped == [1, 3]  # each row once; the rest in one Grad-CAM call
     assert len(list(settings.overlay_dir.iterdir())) == len(ids)
+
+
+def test_triage_work_that_arrives_while_results_run_stops_them_after_the_row_in_hand(
+    settings: Settings, sessions: sessionmaker[Session], broker: Connection, tmp_path: Path
+) -> None:
+    ids = _done_rows(sessions, tmp_path / "archive", 4)
+    channel = broker.default_channel
+    asked: list[bool] = []
+
+    def triage_arrives() -> bool:
+        """Nothing waits when the task starts; a live file arrives during its first row."""
+        asked.append(queues_waiting(channel, TRIAGE_QUEUES))
+        if len(asked) == 1:
+            _send(broker, LIVE_QUEUE)
+        return asked[-1]
+
+    result = publish_rows(settings, sessions, CountingScorer(), ids, triage_arrives)
+    assert result == Remaining(pending=[], deferred=ids[1:])
+    assert asked == [False, True]
+    assert len(list(settings.overlay_dir.iterdir())) == 1
 
 
 def test_with_nothing_waiting_a_results_task_publishes_its_whole_batch(
@@ -131,5 +151,5 @@ def test_with_nothing_waiting_a_results_task_publishes_its_whole_batch(
     scorer = CountingScorer()
     result = publish_rows(settings, sessions, scorer, [moving.id, *ids])
     assert result == Remaining(pending=[moving.id], deferred=[])
-    assert scorer.heatmapped == [1, 1, 1]
+    assert scorer.heatmapped == [3]  # one Grad-CAM call for the batch
     assert len(list(settings.overlay_dir.iterdir())) == len(ids)
