@@ -153,3 +153,50 @@ def test_with_nothing_waiting_a_results_task_publishes_its_whole_batch(
     assert result == Remaining(pending=[moving.id], deferred=[])
     assert scorer.heatmapped == [3]  # one Grad-CAM call for the batch
     assert len(list(settings.overlay_dir.iterdir())) == len(ids)
+
+
+@pytest.mark.services
+@pytest.mark.tf  # the task loads the shipped model for its Grad-CAM
+def test_the_results_task_sends_the_rows_it_handed_back_as_one_new_task(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """The Celery task itself, in a process of its own on the real Redis and PostgreSQL:
+    with a live message waiting, it publishes one row and puts one results message on the
+    queue naming the other rows (Flower shows them); run again on those with nothing
+    waiting, it publishes them and sends nothing more."""
+    import json
+    import subprocess
+    import sys
+
+    import redis as redis_client
+
+    from db import migrate
+    from db.engine import make_engine, make_session_factory
+    from tests.processes import service_env
+
+    migrate.upgrade(pg_url)
+    engine = make_engine(pg_url)
+    ids = _done_rows(make_session_factory(engine), tmp_path / "archive", 3)
+    engine.dispose()
+    env = service_env(tmp_path, pg_url, redis_url)
+    overlays = tmp_path / "data" / "overlays"
+
+    def run_task(entry_ids: list[int]) -> None:
+        code = f"from worker.tasks import publish; publish.apply(args=({entry_ids!r},)).get()"
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    with Connection(redis_url) as connection:
+        _send(connection, LIVE_QUEUE)
+        run_task(ids)
+        broker = redis_client.Redis.from_url(redis_url)
+        sent = [json.loads(raw) for raw in broker.lrange(RESULTS_QUEUE, 0, -1)]
+        assert [m["headers"]["argsrepr"] for m in sent] == [repr((ids[1:],))]
+        assert len(list(overlays.iterdir())) == 1
+        _drain(connection, LIVE_QUEUE)
+        broker.delete(RESULTS_QUEUE)  # as the worker takes the message
+        run_task(ids[1:])
+        assert broker.llen(RESULTS_QUEUE) == 0
+        assert len(list(overlays.iterdir())) == len(ids)
