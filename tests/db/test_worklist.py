@@ -232,6 +232,21 @@ def test_record_final_stores_what_each_kind_stores_for_the_rows_the_token_holds(
         assert record_final(session, "task-a", finals) == []
 
 
+def test_a_batch_still_held_is_recorded_with_one_statement(
+    sessions: Sessions, engine: Engine
+) -> None:
+    ids = [add(sessions, n) for n in range(1, 5)]
+    claim_autocommit(sessions, ids, "task-a", batch_size=4, stale_before=utcnow())
+    scored = Scored(0.2, "normal", "routine", 2, 0.5, "m1")
+    sent = _statements(engine)
+    with sessions.begin() as session:
+        finals = [Final(i, Status.DONE, f"/archive/{i}", scored) for i in ids]
+        assert record_final(session, "task-a", finals) == ids
+    assert sent == ["UPDATE many"]  # every row matched: no SELECT to find which
+    with sessions() as session:
+        assert {e.status for e in session.query(WorklistEntry)} == {Status.DONE}
+
+
 def test_a_final_row_is_one_of_the_final_kinds_with_what_it_needs() -> None:
     scored = Scored(0.91, "pneumonia", "urgent", 0, 0.5, "m1")
     with pytest.raises(ValueError, match="not a final status"):
