@@ -13,7 +13,10 @@ decode+model throughput on the same machine.
    files/s = N / (last finished_at - first received_at); latency = finished_at - received_at
    (received_at is when the watcher found the file stable). The deferred results (a Grad-CAM
    overlay per file) run after the triage work: ``results_done_s`` is when the last overlay
-   was written, counted from the same first received_at.
+   was written, counted from the same first received_at. ``cpu_ms_per_file``: CPU time of
+   the watcher and worker processes (all of the worker's pool) from the drop until the last
+   row is final, per file: the work the pipeline does, which a loaded machine inflates far
+   less than the wall-clock ratio (PostgreSQL and Redis not included).
 3. idle: single files dropped one at a time on the idle system; latency p95.
 4. message floor: N triage tasks for rows that do not exist, through the same worker: what
    Celery (with the task events Flower needs), Redis and the claim cost per message with no
@@ -212,6 +215,25 @@ class Burst:
     files_per_s: float
     latencies: list[float]
     results_done_s: float
+    cpu_ms_per_file: float  # watcher + worker processes, from the drop to the last row final
+    watcher_cpu_ms_per_file: float  # the watcher's share of it
+
+
+def group_cpu_s(groups: set[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of the live processes in each of these process groups
+    (Linux ``/proc``): the watcher, and the worker with its pool, each started in a group of
+    its own. A figure of work done, which a loaded machine inflates far less than wall time."""
+    ticks = dict.fromkeys(groups, 0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) in groups:  # pgrp; then utime, stime at 11, 12
+            ticks[int(fields[2])] += int(fields[11]) + int(fields[12])
+    return {group: n / os.sysconf("SC_CLK_TCK") for group, n in ticks.items()}
 
 
 def burst(
@@ -221,17 +243,23 @@ def burst(
     logs: list[Path],
     done_before: int,
     results: bool = True,
+    groups: tuple[int, int] | None = None,
 ) -> Burst:
     """Drop ``files`` into the inbox at once (renamed in from a staging folder on the same
-    disk, as a PACS export finishes), wait for their rows and (``results``) overlays."""
+    disk, as a PACS export finishes), wait for their rows and (``results``) overlays.
+    ``groups``: the worker's and the watcher's process groups, whose CPU time is counted
+    (NaN without)."""
     staging, inbox = root / "staging", root / "inbox"
     staging.mkdir(exist_ok=True)
     for i, path in enumerate(files, start=done_before):
         shutil.copyfile(path, staging / f"{i:05d}{path.suffix}")
+    cpu_before = group_cpu_s(set(groups or ()))
     for path in sorted(staging.iterdir()):
         path.rename(inbox / path.name)
     total = done_before + len(files)
     wait_until(all_final(pg_url, total), 3600, "all rows final", logs)
+    cpu_after = group_cpu_s(set(groups or ()))
+    cpu_s = {group: cpu_after[group] - cpu_before[group] for group in cpu_after}
     done = sorted(rows(pg_url), key=lambda r: r.id)[done_before:]
     first = min(r.received_at for r in done)
     last = max(r.finished_at for r in done if r.finished_at)
@@ -244,6 +272,8 @@ def burst(
         files_per_s=len(files) / (last - first).total_seconds(),
         latencies=[(r.finished_at - r.received_at).total_seconds() for r in done],  # type: ignore[operator]
         results_done_s=results_done_s,
+        cpu_ms_per_file=sum(cpu_s.values()) / len(files) * 1e3 if groups else float("nan"),
+        watcher_cpu_ms_per_file=cpu_s[groups[1]] / len(files) * 1e3 if groups else float("nan"),
     )
 
 
@@ -316,18 +346,31 @@ def small_bursts(args: argparse.Namespace, root: Path, model: Path) -> dict[str,
         cli(["db", "upgrade"], env)
         logs = [root / "worker.log", root / "watch.log"]
         with (
-            running(["worker", "--concurrency", "2", *queues], env, logs[0]),
-            running(["watch"], env, logs[1]),
+            running(["worker", "--concurrency", "2", *queues], env, logs[0]) as worker,
+            running(["watch"], env, logs[1]) as watcher,
         ):
+            groups = (worker.pid, watcher.pid)  # each leads its own group
             data = root / "data"
             wait_until(lambda: readiness.check(data).ready, 600, "a ready worker", logs)
             bursts = []
             for b in range(args.bursts):
                 chosen = files[b * args.n : (b + 1) * args.n]
                 bursts.append(
-                    burst(chosen, root, pg_url, logs, b * args.n, results=not args.triage_only)
+                    burst(
+                        chosen,
+                        root,
+                        pg_url,
+                        logs,
+                        b * args.n,
+                        results=not args.triage_only,
+                        groups=groups,
+                    )
                 )
-                print(f"burst {b + 1}: {bursts[-1].files_per_s:.1f} files/s")
+                print(
+                    f"burst {b + 1}: {bursts[-1].files_per_s:.1f} files/s, "
+                    f"{bursts[-1].cpu_ms_per_file:.2f} ms CPU/file (watcher + worker; "
+                    f"watcher {bursts[-1].watcher_cpu_ms_per_file:.2f})"
+                )
             idle: list[float] = []
             for i, path in enumerate(idle_files):
                 time.sleep(1.0)
@@ -354,6 +397,8 @@ def small_bursts(args: argparse.Namespace, root: Path, model: Path) -> dict[str,
         "burst_latency_median_s": round(statistics.median(latencies), 2),
         "burst_latency_p95_s": round(percentile(latencies, 0.95), 2),
         "results_done_s_each_burst": [round(b.results_done_s, 1) for b in bursts],
+        "cpu_ms_per_file_each_burst": [round(b.cpu_ms_per_file, 2) for b in bursts],
+        "watcher_cpu_ms_per_file_each_burst": [round(b.watcher_cpu_ms_per_file, 2) for b in bursts],
         # --idle-files 0 skips the idle drops (there is no latency to report then)
         "idle_latency_median_s": round(statistics.median(idle), 3) if idle else None,
         "idle_latency_p95_s": round(percentile(idle, 0.95), 3) if idle else None,

@@ -20,7 +20,8 @@ Bins = Mapping[tuple[str, int], int]
 
 
 def add_counts(session: Session, day: date, model_version: str, bins: Bins) -> None:
-    """Add ``bins`` to the day's counts: one ``INSERT ... ON CONFLICT DO UPDATE``."""
+    """Add ``bins`` to the day's counts: one ``INSERT ... ON CONFLICT DO UPDATE``, the bins
+    its parameters (one statement compiled once and cached, whatever the number of bins)."""
     rows = [
         {"day": day, "model_version": model_version, "measure": m, "bin": b, "count": n}
         for (m, b), n in sorted(bins.items())
@@ -30,13 +31,12 @@ def add_counts(session: Session, day: date, model_version: str, bins: Bins) -> N
         return
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(DriftCount).values(rows)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["day", "model_version", "measure", "bin"],
-            set_={"count": DriftCount.count + statement.excluded.count},
-        )
+    statement = insert(DriftCount)
+    upsert = statement.on_conflict_do_update(
+        index_elements=["day", "model_version", "measure", "bin"],
+        set_={"count": DriftCount.count + statement.excluded.count},
     )
+    session.connection().execute(upsert, rows)  # sorted rows: concurrent batches lock in order
 
 
 def counts_since(

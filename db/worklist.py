@@ -11,12 +11,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import (
+    FINAL_STATUSES,
     WAITING_STATUSES,
+    Base,
     ReviewDecision,
     ReviewRecord,
     Status,
@@ -65,22 +67,26 @@ def admit_many(session: Session, arrivals: Sequence[Arrival]) -> list[tuple[Work
     """Insert a ``queued`` row per arrival unless its content or SOP Instance UID is known.
 
     Returns, in the order given, each arrival's row and whether it was created. One
-    multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the batch (SQLite and
-    PostgreSQL alike): safe under concurrent watchers, and a burst of files costs one
-    round trip instead of one per file. A copy within the batch is not created twice.
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for the batch (SQLite and PostgreSQL
+    alike): safe under concurrent watchers, and a burst of files costs one round trip
+    instead of one per file. A copy within the batch is not created twice.
+
+    The rows are the parameters of one statement (SQLAlchemy's "insertmanyvalues" sends them
+    as a multi-row VALUES), so the statement is compiled once per process and cached; a
+    ``.values([...])`` of N rows would be a new statement for every N, compiled each time.
     """
     if not arrivals:
         return []
     now = utcnow()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(WorklistEntry)
-        .values([_queued_values(arrival, now) for arrival in arrivals])
+        _insert(session, WorklistEntry)
         .on_conflict_do_nothing()
         .returning(WorklistEntry)
+        # NULLs as values: DICOM and JPEG rows (UIDs or none) stay one batch, one statement
+        .execution_options(render_nulls=True)
     )
-    created = {entry.source_path: entry for entry in session.scalars(statement)}
+    rows = [_queued_values(arrival, now) for arrival in arrivals]
+    created = {entry.source_path: entry for entry in session.scalars(statement, rows)}
     known = _known_entries(session, [a for a in arrivals if a.source_path not in created])
     results: list[tuple[WorklistEntry, bool]] = []
     for arrival in arrivals:
@@ -92,6 +98,12 @@ def admit_many(session: Session, arrivals: Sequence[Arrival]) -> list[tuple[Work
         # None: the conflicting row was deleted in between; try this one once more (rare)
         results.append((existing, False) if existing is not None else admit(session, arrival))
     return results
+
+
+def _insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT (both spell ``ON CONFLICT`` alike)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
 def _queued_values(arrival: Arrival, received_at: datetime) -> dict[str, object]:
@@ -185,11 +197,12 @@ def claim(
         "claimed_by": claimed_by,
         "lease_expires_at": now + timedelta(seconds=lease_s),
     }
-    # Plain Core statements on the session's connection: most tasks of a burst find their row
-    # already taken by a batch-mate's task, and should pay one statement for it, nothing more.
-    connection = session.connection()
+    # ORM UPDATE ... RETURNING: the rows come back with the statement that claims them. Most
+    # tasks of a burst find their row already taken by a batch-mate's task, and pay this one
+    # statement for it, nothing more; a first claim pays no SELECT either (see below).
     ids = [entry_id] if isinstance(entry_id, int) else list(entry_id)
-    own = connection.execute(
+    own = _claimed(
+        session,
         update(WorklistEntry)
         .where(
             WorklistEntry.id.in_(ids),
@@ -208,13 +221,13 @@ def claim(
                 ),
             ),
         )
-        .values(taken)
-        .returning(WorklistEntry.id, WorklistEntry.attempts)
-    ).all()
+        .values(taken),
+    )
     if not own:
         return []
-    if batch_size > len(own) and all(attempts <= 1 for _, attempts in own):
-        mates = (
+    mates: list[WorklistEntry] = []
+    if batch_size > len(own) and all(entry.attempts <= 1 for entry in own):
+        candidates = (
             select(WorklistEntry.id)
             .where(
                 WorklistEntry.status == Status.QUEUED,
@@ -226,12 +239,18 @@ def claim(
             .with_for_update(skip_locked=True)  # concurrent tasks take disjoint mates
             .cte("mates")  # evaluated once (a plain IN-subquery may be re-planned per row)
         )
-        connection.execute(
+        mates = _claimed(
+            session,
             update(WorklistEntry)
-            .where(WorklistEntry.id.in_(select(mates.c.id)))
+            .where(WorklistEntry.id.in_(select(candidates.c.id)))
             .where(WorklistEntry.status == Status.QUEUED)
-            .values(taken)
+            .values(taken),
         )
+    if count_attempt and all(entry.attempts == 1 for entry in own):
+        # A first claim of every own row: ``token`` held nothing before this call (a
+        # redelivery under it would have counted these rows a second time), so what it
+        # holds is what the two statements returned.
+        return [*_arrival_order(own), *_arrival_order(mates)]
     held = session.scalars(
         select(WorklistEntry)
         .where(WorklistEntry.claim_token == token, WorklistEntry.status == Status.PROCESSING)
@@ -239,6 +258,18 @@ def claim(
         .execution_options(populate_existing=True)
     )
     return list(held)
+
+
+def _claimed(session: Session, statement: Update) -> list[WorklistEntry]:
+    """The rows an UPDATE of the claim columns changed, as loaded entities."""
+    returning = statement.returning(WorklistEntry).execution_options(
+        synchronize_session=False, populate_existing=True
+    )
+    return list(session.scalars(returning))
+
+
+def _arrival_order(entries: list[WorklistEntry]) -> list[WorklistEntry]:
+    return sorted(entries, key=lambda entry: (entry.received_at, entry.id))
 
 
 def claim_autocommit(
@@ -299,18 +330,7 @@ def release(session: Session, entry_ids: Sequence[int], token: str) -> list[int]
 def record_scored(
     session: Session, entry: WorklistEntry, scored: Scored, archived_path: str
 ) -> None:
-    entry.status = Status.DONE
-    entry.probability = scored.probability
-    entry.label = scored.label
-    entry.priority = scored.priority
-    entry.priority_rank = scored.priority_rank
-    entry.threshold = scored.threshold
-    entry.model_version = scored.model_version
-    entry.flags = ",".join(sorted(set(scored.flags)))
-    entry.reason = None
-    entry.reason_detail = None
-    entry.archived_path = archived_path
-    entry.finished_at = utcnow()
+    _assign(entry, _scored_columns(scored, archived_path, utcnow()))
 
 
 def record_unscored(
@@ -324,11 +344,110 @@ def record_unscored(
     """Store a rejection (bad input) or a failure (our error); both end in quarantine."""
     if status not in (Status.REJECTED, Status.FAILED):
         raise ValueError(f"unscored status must be rejected or failed, got {status}")
-    entry.status = status
-    entry.reason = reason
-    entry.reason_detail = detail
-    entry.archived_path = archived_path
-    entry.finished_at = utcnow()
+    _assign(entry, _unscored_columns(status, reason, detail, archived_path, utcnow()))
+
+
+@dataclass(frozen=True)
+class Final:
+    """What a task stores in a row it holds: the final status, where the original goes,
+    and the model's result (``done``) or the reason (``rejected``/``failed``)."""
+
+    entry_id: int
+    status: Status
+    archived_path: str
+    scored: Scored | None = None
+    reason: str | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in FINAL_STATUSES:
+            raise ValueError(f"row {self.entry_id}: {self.status} is not a final status")
+        if (self.status is Status.DONE) != (self.scored is not None):
+            raise ValueError(f"row {self.entry_id}: a result is stored with done, and only then")
+        if self.status is not Status.DONE and not self.reason:
+            raise ValueError(f"row {self.entry_id}: {self.status} needs a reason")
+
+
+def record_final(session: Session, token: str, finals: Sequence[Final]) -> list[int]:
+    """Store each row's final values if ``token`` still holds it (``processing`` under its
+    claim token; a row taken over after its lease expired is the other task's). Returns the
+    ids stored, in the order given.
+
+    The values of :func:`record_scored` / :func:`record_unscored`, guarded: one cached UPDATE
+    per kind (scored, unscored) executed for all the batch's rows at once (executemany),
+    instead of a SELECT and then an UPDATE per row. Only when fewer rows matched than were
+    given (rare: a take-over) does a SELECT ask which.
+    """
+    if not finals:
+        return []
+    now = utcnow()
+    scored: list[dict[str, object]] = []
+    unscored: list[dict[str, object]] = []
+    for final in finals:
+        if final.scored is not None:
+            columns = _scored_columns(final.scored, final.archived_path, now)
+            scored.append({"row_id": final.entry_id, **columns})
+        else:
+            columns = _unscored_columns(
+                final.status, final.reason, final.detail, final.archived_path, now
+            )
+            unscored.append({"row_id": final.entry_id, **columns})
+    statement = update(WorklistEntry).where(
+        WorklistEntry.id == bindparam("row_id"),  # the SET columns: each row's other keys
+        WorklistEntry.claim_token == token,
+        WorklistEntry.status == Status.PROCESSING,
+    )
+    connection = session.connection()
+    matched = sum(
+        connection.execute(statement, rows).rowcount for rows in (scored, unscored) if rows
+    )
+    ids = [final.entry_id for final in finals]
+    if matched == len(finals):
+        return ids
+    stored = set(
+        session.scalars(
+            select(WorklistEntry.id).where(
+                WorklistEntry.id.in_(ids),
+                WorklistEntry.claim_token == token,
+                WorklistEntry.finished_at == now,  # this call's, not an earlier one's
+            )
+        )
+    )
+    return [entry_id for entry_id in ids if entry_id in stored]
+
+
+def _assign(entry: WorklistEntry, columns: dict[str, object]) -> None:
+    for name, value in columns.items():
+        setattr(entry, name, value)
+
+
+def _scored_columns(scored: Scored, archived_path: str, finished_at: datetime) -> dict[str, object]:
+    return {
+        "status": Status.DONE,
+        "probability": scored.probability,
+        "label": scored.label,
+        "priority": scored.priority,
+        "priority_rank": scored.priority_rank,
+        "threshold": scored.threshold,
+        "model_version": scored.model_version,
+        "flags": ",".join(sorted(set(scored.flags))),
+        "reason": None,
+        "reason_detail": None,
+        "archived_path": archived_path,
+        "finished_at": finished_at,
+    }
+
+
+def _unscored_columns(
+    status: Status, reason: str | None, detail: str, archived_path: str, finished_at: datetime
+) -> dict[str, object]:
+    return {
+        "status": status,
+        "reason": reason,
+        "reason_detail": detail,
+        "archived_path": archived_path,
+        "finished_at": finished_at,
+    }
 
 
 #: Units of a relative time filter such as ``30m``, ``24h`` or ``7d``.

@@ -38,17 +38,16 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Status, WorklistEntry, utcnow
+from db.models import Status, utcnow
 from db.worklist import (
-    Scored as ScoredRow,
+    Final,
+    claim_autocommit,
+    get_entry,
+    record_final,
+    release,
 )
 from db.worklist import (
-    claim_autocommit,
-    get_entries,
-    get_entry,
-    record_scored,
-    record_unscored,
-    release,
+    Scored as ScoredRow,
 )
 from ingest.errors import ContentChangedError, IngestError, Reason
 from ingest.filing import (
@@ -318,16 +317,8 @@ class Pipeline:
 
     def _record(self, outcomes: list[Outcome], token: str) -> set[int]:
         """Store the outcomes of the rows this task still holds; return their ids."""
-        recorded: set[int] = set()
-        held_ids = [outcome.entry_id for outcome in outcomes]
         with self.sessions.begin() as session:
-            entries = {entry.id: entry for entry in get_entries(session, held_ids)}
-            for outcome in outcomes:
-                entry = entries.get(outcome.entry_id)
-                if entry is None or entry.claim_token != token or entry.status != Status.PROCESSING:
-                    continue  # reclaimed by another task after we were presumed dead
-                recorded.add(outcome.entry_id)
-                _store(session, entry, outcome)
+            recorded = set(record_final(session, token, [_final(o) for o in outcomes]))
             drift.record(session, [o for o in outcomes if o.entry_id in recorded])
         return recorded
 
@@ -357,23 +348,15 @@ class Pipeline:
                     entry.archived_path = str(final)
 
 
-def _store(session: Session, entry: WorklistEntry, outcome: Outcome) -> None:
-    """One outcome into its row: the edge where the kinds become stored values."""
+def _final(outcome: Outcome) -> Final:
+    """One outcome as its row's final values: the edge where the kinds become stored values."""
     if isinstance(outcome, Scored):
-        record_scored(
-            session, entry, _scored(outcome.prediction, outcome.flags), str(outcome.destination)
-        )
-    elif isinstance(outcome, Vanished):
-        record_unscored(session, entry, outcome.status, outcome.reason.value, outcome.detail, "")
-    else:
-        record_unscored(
-            session,
-            entry,
-            outcome.status,
-            outcome.reason.value,
-            outcome.detail,
-            str(outcome.destination),
-        )
+        scored = _scored(outcome.prediction, outcome.flags)
+        return Final(outcome.entry_id, Status.DONE, str(outcome.destination), scored)
+    destination = "" if isinstance(outcome, Vanished) else str(outcome.destination)
+    return Final(
+        outcome.entry_id, outcome.status, destination, None, outcome.reason.value, outcome.detail
+    )
 
 
 def sidecar_for(job: Job, outcome: Rejected | Failed) -> Sidecar:

@@ -2,8 +2,10 @@
 
 One Celery task per triage batch, after the triage task has stored its rows and archived
 the originals (:func:`publish_rows`): rendering the heatmap and building the SR/SC costs several
-times the prediction itself, so it waits on its own queue behind any triage work and never
-holds up the reading order. Results are derived data: a problem here never fails the triage,
+times the prediction itself, so it waits on its own queue behind any triage work, and a task
+that started while the triage queues were empty gives its worker process back after the row
+in hand as soon as triage work waits (the rest is sent again): it never holds up the reading
+order. Results are derived data: a problem here never fails the triage,
 whose row is the system of record, and is never silent either: each SR and SC is tracked in
 ``result_objects`` (:mod:`db.results`), ``pending`` once written to the outbox, ``failed`` with
 a reason when it could not be made (a source without valid UIDs, an original gone). This task
@@ -14,8 +16,8 @@ never talks to the PACS: the delivery loop (:mod:`pacs.delivery`, wired in
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +112,22 @@ def publish(
     ]
 
 
+@dataclass(frozen=True)
+class Remaining:
+    """What a results task left: rows whose archived original is not there yet (retried
+    with backoff), and rows not started because triage work was waiting (sent again)."""
+
+    pending: list[int] = field(default_factory=list)
+    deferred: list[int] = field(default_factory=list)
+
+
 def publish_rows(
-    settings: Settings, sessions: sessionmaker[Session], scorer: Scorer, entry_ids: Sequence[int]
-) -> list[int]:
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    scorer: Scorer,
+    entry_ids: Sequence[int],
+    triage_waiting: Callable[[], bool] = lambda: False,
+) -> Remaining:
     """The deferred results task's body, for the ``done`` rows of one triage batch.
 
     Each row is published from its archived original with the row's own prediction
@@ -121,8 +136,15 @@ def publish_rows(
     nothing. The rows are read in one query before anything is published, so a database
     outage retries the task before any row was sent to the PACS.
 
-    Returns the ids whose archived original is not there (yet): the archive move may still
-    be pending, and the task retries those alone.
+    Results yield to scoring: ``triage_waiting`` is asked first and between rows, and while
+    it says yes the rows not started are handed back as ``deferred`` (the task sends them
+    again, behind the triage work): a task that finds triage work waiting publishes one row
+    (so results still progress), one that sees it arrive stops after the row in hand. A
+    row's overlay, SR and SC take from milliseconds to seconds; the Grad-CAM heatmaps of
+    the rows taken are still one model call (the bulk of a small image's cost when batched).
+
+    ``pending`` are the rows whose archived original is not there (yet): the archive move
+    may still be pending, and the task retries those alone.
     """
     with sessions() as session:
         jobs = [
@@ -130,29 +152,42 @@ def publish_rows(
             for entry in get_entries(session, entry_ids)
             if entry.status is Status.DONE and entry.archived_path
         ]
-    pending: list[int] = []
-    outcomes: dict[int, list[WrittenObject] | Unpublishable] = {}
-    readable: list[tuple[int, Path, SourceImage, Prediction]] = []
+    remaining = Remaining()
+    ready: list[tuple[int, Path, Prediction]] = []
     for entry_id, source, prediction in jobs:
         if prediction is None:
             log.info("row %d: not a scored row; no results to publish", entry_id)
         elif not source.is_file():
-            pending.append(entry_id)
+            remaining.pending.append(entry_id)
         else:
-            try:
-                image = read_image(source, min_side=OVERLAY_MIN_SIDE)  # not all 5 Mpx
-                readable.append((entry_id, source, image, prediction))
-            except Exception as error:  # derived data: this row only, never retried forever
-                log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
-                outcomes[entry_id] = Unpublishable(
-                    SOURCE_UNREFERENCEABLE,
-                    f"the archived original no longer reads ({type(error).__name__})",
-                )
+            ready.append((entry_id, source, prediction))
+    if len(ready) > 1 and triage_waiting():  # one row for progress, the rest handed back
+        remaining.deferred.extend(entry_id for entry_id, _, _ in ready[1:])
+        ready = ready[:1]
+    outcomes: dict[int, list[WrittenObject] | Unpublishable] = {}
+    readable: list[tuple[int, Path, SourceImage, Prediction]] = []
+    for entry_id, source, prediction in ready:
+        try:
+            image = read_image(source, min_side=OVERLAY_MIN_SIDE)  # not all 5 Mpx
+            readable.append((entry_id, source, image, prediction))
+        except Exception as error:  # derived data: this row only, never retried forever
+            log.exception("row %d: archived original unreadable; no heatmap/SR/SC", entry_id)
+            outcomes[entry_id] = Unpublishable(
+                SOURCE_UNREFERENCEABLE,
+                f"the archived original no longer reads ({type(error).__name__})",
+            )
     heatmaps = _heatmaps(scorer, [image.pixels for _, _, image, _ in readable])
-    for (entry_id, source, image, prediction), heatmap in zip(readable, heatmaps, strict=True):
+    for index, ((entry_id, source, image, prediction), heatmap) in enumerate(
+        zip(readable, heatmaps, strict=True)
+    ):
+        if index and triage_waiting():  # between rows: the rest is handed back
+            remaining.deferred.extend(row[0] for row in readable[index:])
+            break
         outcomes[entry_id] = publish(settings, scorer, entry_id, source, image, prediction, heatmap)
+    if remaining.deferred:
+        log.info("results of rows %s wait: triage work is queued", remaining.deferred)
     _record(sessions, outcomes)
-    return pending
+    return remaining
 
 
 def give_up(sessions: sessionmaker[Session], entry_ids: Sequence[int], why: str) -> None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
+from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -41,6 +43,9 @@ from worker.resources import (
     get_session_factory,
 )
 from worker.settings import Settings, get_settings
+
+#: The queues whose messages a results task gives its worker process back to.
+TRIAGE_QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE)
 
 #: Infrastructure that comes back: retried with exponential backoff. Bad input never is.
 TRANSIENT_ERRORS = (OperationalError, DBAPIError, BrokerError, ModelUnavailableError, OSError)
@@ -130,11 +135,15 @@ def enqueue(entry_ids: list[int], origin: Origin) -> None:
 )
 def publish(self: Task, entry_ids: list[int] | int) -> None:
     ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
-    pending = results.publish_rows(get_settings(), get_session_factory(), get_scorer(), ids)
+    sessions = get_session_factory()
+    remaining = results.publish_rows(get_settings(), sessions, get_scorer(), ids, triage_waiting)
+    if remaining.deferred:  # a new task, not a retry: yielding is no failure to count
+        enqueue_publish(remaining.deferred)
+    pending = remaining.pending
     if not pending:
         return
     if self.request.retries >= self.max_retries:  # derived data: give up loudly, by row id
-        results.give_up(get_session_factory(), pending, "the archived original never appeared")
+        results.give_up(sessions, pending, "the archived original never appeared")
         return
     countdown = get_exponential_backoff_interval(  # the same backoff as the autoretries
         int(self.retry_backoff), self.request.retries, self.retry_backoff_max, self.retry_jitter
@@ -146,9 +155,35 @@ def publish(self: Task, entry_ids: list[int] | int) -> None:
     )
 
 
+def triage_waiting() -> bool:
+    """Whether a triage message waits on the broker: a results task then gives its worker
+    process back after the row in hand. False when the broker cannot tell (it goes on)."""
+    try:
+        with app.pool.acquire(block=True, timeout=1.0) as connection:
+            return queues_waiting(connection.default_channel, TRIAGE_QUEUES)
+    except Exception:  # the check is an optimisation: never fail a results task over it  # noqa: BLE001
+        return False
+
+
+def queues_waiting(channel: Any, queues: Sequence[str]) -> bool:
+    """Does any of ``queues`` hold a message? Kombu's passive declare reports the count on
+    every transport (Redis, the embedded filesystem broker); a queue never declared holds none.
+    """
+    for name in queues:
+        try:
+            if channel.queue_declare(queue=name, passive=True).message_count:
+                return True
+        except ChannelError:  # not declared yet: nothing was ever sent to it
+            continue
+    return False
+
+
 def enqueue_publish(entry_ids: Sequence[int]) -> None:
-    """Send one results task for the rows a triage batch just stored ``done``; it runs
-    behind all triage work."""
+    """Send one results task for the rows a triage batch just stored ``done`` (or that a
+    results task handed back to let triage work run); it runs behind all triage work.
+
+    No countdown: a message with an ETA is taken off the queue at once and held by the
+    worker, which then runs it when due ahead of any triage message still queued."""
     if not entry_ids:
         return
     publish.apply_async(

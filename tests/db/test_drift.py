@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from sqlalchemy import Engine, event
+from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.drift import add_counts, counts_since
@@ -44,3 +46,30 @@ def test_nothing_to_add_is_a_no_op(sessions: sessionmaker[Session]) -> None:
         add_counts(session, TODAY, "m-1", {})
     with sessions() as session:
         assert counts_since(session, TODAY) == {}
+
+
+def test_batches_of_any_size_add_with_one_cached_statement(
+    sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    """Every batch has its own number of bins: still the same statement, compiled once."""
+    with sessions.begin() as session:
+        add_counts(session, TODAY, "m-1", {("score", 1): 1, ("score", 9): 1})
+    cached: list[bool] = []
+
+    def hit(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        cached.append(context.cache_hit is CacheStats.CACHE_HIT)
+
+    event.listen(engine, "before_cursor_execute", hit)
+    with sessions.begin() as session:
+        add_counts(session, TODAY, "m-1", {("score", 1): 2, ("score", 2): 1, ("priority", 0): 3})
+        add_counts(session, TODAY, "m-1", {("score", 2): 1, ("content", 4): 1})
+    assert cached == [True, True]
+    with sessions() as session:
+        counts = counts_since(session, TODAY)[(TODAY, "m-1")]
+    assert counts == {
+        ("score", 1): 3,
+        ("score", 2): 2,
+        ("score", 9): 1,
+        ("priority", 0): 3,
+        ("content", 4): 1,
+    }

@@ -6,13 +6,15 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ReviewDecision, Status, WorklistEntry, utcnow
 from db.worklist import (
     Arrival,
+    Final,
     Scored,
     admit,
     admit_many,
@@ -21,6 +23,7 @@ from db.worklist import (
     counts_by_status,
     oldest_waiting,
     reading_order,
+    record_final,
     record_scored,
     record_unscored,
     review,
@@ -141,6 +144,127 @@ def test_a_claim_is_taken_over_when_its_lease_expired_not_before(sessions: Sessi
         assert [(e.claim_token, e.claimed_by) for e in held] == [("new-task", "h:2")]
         assert held[0].attempts == 2
         assert held[0].lease_expires_at is not None and held[0].lease_expires_at > utcnow()
+
+
+def _statements(engine: Engine, cached: list[bool] | None = None) -> list[str]:
+    """Every statement the engine sends from now on (executemany once), by its first word;
+    ``cached`` gets whether each was compiled before (SQLAlchemy's statement cache)."""
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        sent.append(statement.split()[0] + (" many" if executemany else ""))
+        if cached is not None:
+            cached.append(context.cache_hit is CacheStats.CACHE_HIT)
+
+    event.listen(engine, "before_cursor_execute", count)
+    return sent
+
+
+def test_a_burst_admits_with_one_cached_statement_whatever_its_size(
+    sessions: Sessions, engine: Engine
+) -> None:
+    """Bursts of 3, 5 and 2 new files (some with UIDs, some without): one INSERT each, the
+    same statement from SQLAlchemy's cache (a ``.values([...])`` of N rows is compiled anew
+    for every burst)."""
+    with sessions.begin() as session:
+        admit_many(session, [arrival(n) for n in (1, 2, 3)])
+    cached: list[bool] = []
+    sent = _statements(engine, cached)
+    for numbers in ((4, 5, 6, 7, 8), (9, 10)):
+        with sessions.begin() as session:
+            batch = [arrival(n, sop_instance_uid=f"1.2.{n}" if n % 2 else None) for n in numbers]
+            assert all(created for _, created in admit_many(session, batch))
+    assert cached == [True, True]
+    assert sent == ["INSERT many", "INSERT many"]  # one statement per burst
+    with sessions() as session:
+        assert session.query(WorklistEntry).count() == 10
+
+
+def test_record_final_stores_what_each_kind_stores_for_the_rows_the_token_holds(
+    sessions: Sessions, engine: Engine
+) -> None:
+    ids = [add(sessions, n) for n in range(1, 6)]
+    long_ago = utcnow() - timedelta(hours=1)
+    with sessions.begin() as session:  # the task holds all five
+        claim(session, ids, "task-a", batch_size=5, stale_before=long_ago)
+    with sessions.begin() as session:  # ids[4] was taken over meanwhile (lease expired)
+        session.execute(text(f"UPDATE worklist SET claim_token = 'task-b' WHERE id = {ids[4]}"))
+    scored = Scored(0.91, "pneumonia", "urgent", 0, 0.5, "m1", ("b", "a", "b"))
+    finals = [
+        Final(ids[0], Status.DONE, "/archive/0", scored),
+        Final(ids[1], Status.REJECTED, "/q/lateral", reason="lateral_view", detail="lateral"),
+        Final(ids[2], Status.DONE, "/archive/2", scored),
+        Final(ids[3], Status.FAILED, "", reason="processing_error", detail="left"),
+        Final(ids[4], Status.DONE, "/archive/4", scored),
+    ]
+    sent = _statements(engine)
+    with sessions.begin() as session:
+        assert record_final(session, "task-a", finals) == ids[:4]
+    assert sent[:2] == ["UPDATE many", "UPDATE many"]  # one per kind; SELECT: the take-over
+    with sessions() as session:
+        rows = {e.id: e for e in session.query(WorklistEntry)}
+    assert [rows[i].status for i in ids] == [
+        Status.DONE,
+        Status.REJECTED,
+        Status.DONE,
+        Status.FAILED,
+        Status.PROCESSING,  # task-b's: untouched
+    ]
+    done = rows[ids[0]]
+    assert (done.probability, done.label, done.priority, done.priority_rank) == (
+        0.91,
+        "pneumonia",
+        "urgent",
+        0,
+    )
+    assert (done.threshold, done.model_version, done.flags) == (0.5, "m1", "a,b")
+    assert (done.archived_path, done.reason, done.reason_detail) == ("/archive/0", None, None)
+    rejected = rows[ids[1]]
+    assert (rejected.reason, rejected.reason_detail, rejected.archived_path) == (
+        "lateral_view",
+        "lateral",
+        "/q/lateral",
+    )
+    assert rejected.probability is None and rows[ids[3]].archived_path == ""
+    assert all(rows[i].finished_at is not None for i in ids[:4])
+    assert rows[ids[4]].finished_at is None and rows[ids[4]].probability is None
+    with sessions.begin() as session:  # a second store (a duplicate run): nothing is held
+        assert record_final(session, "task-a", finals) == []
+
+
+def test_a_batch_still_held_is_recorded_with_one_statement(
+    sessions: Sessions, engine: Engine
+) -> None:
+    ids = [add(sessions, n) for n in range(1, 5)]
+    claim_autocommit(sessions, ids, "task-a", batch_size=4, stale_before=utcnow())
+    scored = Scored(0.2, "normal", "routine", 2, 0.5, "m1")
+    sent = _statements(engine)
+    with sessions.begin() as session:
+        finals = [Final(i, Status.DONE, f"/archive/{i}", scored) for i in ids]
+        assert record_final(session, "task-a", finals) == ids
+    assert sent == ["UPDATE many"]  # every row matched: no SELECT to find which
+    with sessions() as session:
+        assert {e.status for e in session.query(WorklistEntry)} == {Status.DONE}
+
+
+def test_a_final_row_is_one_of_the_final_kinds_with_what_it_needs() -> None:
+    scored = Scored(0.91, "pneumonia", "urgent", 0, 0.5, "m1")
+    with pytest.raises(ValueError, match="not a final status"):
+        Final(1, Status.PROCESSING, "")
+    with pytest.raises(ValueError, match="done, and only then"):
+        Final(1, Status.DONE, "/a")
+    with pytest.raises(ValueError, match="done, and only then"):
+        Final(1, Status.FAILED, "/q", scored, reason="processing_error")
+    with pytest.raises(ValueError, match="needs a reason"):
+        Final(1, Status.REJECTED, "/q")
+
+
+def test_a_first_claim_of_a_full_batch_is_one_statement(sessions: Sessions, engine: Engine) -> None:
+    ids = [add(sessions, n) for n in range(1, 5)]
+    sent = _statements(engine)
+    held = claim_autocommit(sessions, ids, "task-a", batch_size=4, stale_before=utcnow())
+    assert [e.id for e in held] == ids
+    assert sent == ["UPDATE"]  # the rows come back with it: no SELECT
 
 
 def test_reading_order_is_priority_then_probability_then_arrival(sessions: Sessions) -> None:

@@ -33,7 +33,7 @@ from tests.ingest.dicom_factory import native_8bit, write
 from tests.models import untrained_classifier
 from worker.intake import Admission, Intake
 from worker.pipeline import Pipeline, Scorer
-from worker.results import publish_rows
+from worker.results import Remaining, publish_rows
 from worker.settings import Settings
 
 
@@ -117,7 +117,7 @@ def test_a_file_replaced_while_scored_keeps_each_patient_on_its_own_row_and_resu
     Pipeline(settings, sessions, lambda: scorer, on_scored=published.extend).triage(
         2, token="task-b"
     )
-    assert publish_rows(settings, sessions, scorer, published) == []
+    assert publish_rows(settings, sessions, scorer, published) == Remaining()
 
     with sessions() as session:
         rows = list(session.scalars(select(WorklistEntry).order_by(WorklistEntry.id)))

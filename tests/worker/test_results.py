@@ -25,6 +25,7 @@ from web.overlays import overlay_file
 from worker.results import (
     SOURCE_MISSING,
     SOURCE_UNREFERENCEABLE,
+    Remaining,
     Unpublishable,
     give_up,
     publish,
@@ -129,7 +130,7 @@ def test_publish_rows_tracks_every_dicom_rows_results_even_without_a_valid_uid(
             record_scored(session, entry, scored, str(path))
             ids.append(entry.id)
     before = results_count("failed")
-    assert publish_rows(settings, sessions, scorer, ids) == []
+    assert publish_rows(settings, sessions, scorer, ids) == Remaining()
     with sessions() as session:
         found = objects_of(session, ids)
     assert [o.state for o in found[ids[0]]] == [ResultState.PENDING] * 2
@@ -171,7 +172,7 @@ def test_a_batch_publishes_its_done_rows_and_hands_back_those_not_archived_yet(
         rejected, _ = admit(session, Arrival("d" * 64, "d.jpeg", "/inbox/d.jpeg"))
         record_unscored(session, rejected, Status.REJECTED, "not_chest", "", str(other))
         ids = [done.id, moving.id, requeued.id, rejected.id]
-    assert publish_rows(settings, sessions, scorer, [*ids, 999]) == [moving.id]
+    assert publish_rows(settings, sessions, scorer, [*ids, 999]) == Remaining(pending=[moving.id])
     assert [p.name for p in settings.overlay_dir.iterdir()] == [f"{sha}.png"]
 
 
@@ -190,7 +191,7 @@ def test_a_row_flagged_outside_the_training_population_gets_the_caveat_in_sr_and
             scored = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "m1", flags)
             record_scored(session, entry, scored, str(path))
             ids.append(entry.id)
-    assert publish_rows(settings, sessions, scorer, ids) == []
+    assert publish_rows(settings, sessions, scorer, ids) == Remaining()
     with sessions() as session:
         found = objects_of(session, ids)
     caveats = []
