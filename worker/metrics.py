@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -55,6 +54,8 @@ from db.models import utcnow
 log = logging.getLogger(__name__)
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+#: Set by ``cxr-triage run`` for its worker: the folder is already reset.
+RESET_BY_PARENT = "CXR_METRICS_RESET_BY_PARENT"
 TASK_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 TURNAROUND_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 900, 1800, 3600)
 
@@ -197,13 +198,20 @@ def multiprocess_dir() -> Path | None:
 
 
 def reset_multiprocess_dir() -> None:
-    """In the worker's main process before the pool starts: drop a previous run's files."""
+    """Before any process counts: drop a previous run's metric files.
+
+    Only prometheus_client's own ``*.db`` files go; the folder may be one an operator
+    pointed ``PROMETHEUS_MULTIPROC_DIR`` at, with other things in it. A worker that
+    ``cxr-triage run`` started skips this (:data:`RESET_BY_PARENT`): ``run`` reset the
+    folder before its own delivery counters began writing there, and a second reset would
+    unlink the files they still write to.
+    """
     folder = multiprocess_dir()
-    if folder is None:
+    if folder is None or os.environ.get(RESET_BY_PARENT) == "1":
         return
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 def mark_process_dead(pid: int) -> None:

@@ -111,12 +111,12 @@ class FinalRow(Protocol):
 
 def row_sidecar(row: FinalRow) -> Sidecar:
     """The sidecar of a stored row's original, quarantined after the task that stored it
-    (the intake or the lease keeper finishing an interrupted move)."""
-    if row.reason is None:
-        raise ValueError(f"row {row.id} has no reason to be quarantined for")
+    (the intake or the lease keeper finishing an interrupted move). A final row stored
+    without a reason (never written by this code, but a database may hold one) is filed as
+    a processing error rather than left staged for ever."""
     return Sidecar(
-        row.reason,
-        row.reason_detail,
+        row.reason or Reason.PROCESSING_ERROR.value,
+        row.reason_detail if row.reason else "the row was stored without a reason",
         row.source_name,
         row.file_sha256,
         worklist_id=row.id,

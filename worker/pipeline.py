@@ -229,7 +229,8 @@ class Pipeline:
             unstage(job.staged, job.source)  # the new bytes are a new arrival
             return Vanished(job.entry_id, REPLACED)
         except IngestError as error:
-            return self._rejected(job, error.reason, str(error))
+            # An IngestError without a message still names its reason: never a bare ValueError.
+            return self._rejected(job, error.reason, str(error) or error.reason.value)
         except FileNotFoundError:
             return Vanished(job.entry_id, LEFT)
         except OSError:

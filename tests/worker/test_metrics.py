@@ -201,3 +201,25 @@ def test_result_objects_by_state_are_read_from_the_database(sessions, tmp_path):
     down = CollectorRegistry()
     down.register(ResultStates(database_down))
     assert "cxr_triage_result_objects{" not in generate_latest(down).decode()
+
+
+def test_a_reset_drops_only_metric_files_and_not_twice_for_runs_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An operator may point PROMETHEUS_MULTIPROC_DIR at a folder with other things in it;
+    and the worker that ``run`` starts must not unlink files ``run``'s own counters use."""
+    from worker import metrics
+
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_1.db").write_bytes(b"old")
+    (folder / "notes.txt").write_text("keep me")
+    monkeypatch.setenv(metrics.MULTIPROCESS_VARIABLE, str(folder))
+    monkeypatch.delenv(metrics.RESET_BY_PARENT, raising=False)
+    metrics.reset_multiprocess_dir()
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+    (folder / "counter_2.db").write_bytes(b"written by run's delivery counters")
+    monkeypatch.setenv(metrics.RESET_BY_PARENT, "1")
+    metrics.reset_multiprocess_dir()
+    assert (folder / "counter_2.db").is_file()

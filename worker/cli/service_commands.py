@@ -83,6 +83,7 @@ def run(
     from worker import metrics
 
     metrics.reset_multiprocess_dir()  # counts start at zero with each run
+    os.environ[metrics.RESET_BY_PARENT] = "1"
     with contextlib.ExitStack() as closing:
         output = None if log_file is None else closing.enter_context(log_file.open("ab"))
         # Own session: Ctrl-C reaches only us, and we stop the worker once, warmly.
