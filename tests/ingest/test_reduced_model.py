@@ -18,7 +18,8 @@ import pytest
 from ingest import read_image
 from tests.ingest.dicom_factory import REPO, write
 from tests.ingest.test_reduced import corpus, upscaled
-from tests.ingest.test_reduced_nonlinear import build, combinations
+from tests.ingest.test_reduced_nonlinear import build as build_nonlinear
+from tests.ingest.test_reduced_nonlinear import combinations
 
 pytestmark = pytest.mark.tf
 
@@ -59,7 +60,7 @@ def test_reduced_decode_scores_like_full_decode_through_nonlinear_grey_levels(
     for index, source in enumerate(source_jpegs):
         ref = upscaled(source)
         for case, encoding in combinations():
-            path = build(case, encoding, ref, tmp_path / f"{index}-{case}-{encoding}.dcm")
+            path = build_nonlinear(case, encoding, ref, tmp_path / f"{index}-{case}-{encoding}.dcm")
             full.append(read_image(path).pixels)
             image = read_image(path, min_side=min_side)
             reduced.append(image.pixels)
