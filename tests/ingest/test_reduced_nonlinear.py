@@ -10,18 +10,26 @@ display levels averaged over the same blocks, and JPEG 2000 must not reduce befo
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import imagecodecs
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from ingest import read_image
-from ingest.reduced import box_factor, box_mean
+from ingest.reduced import box_factor, box_mean, reduction_commutes
 from tests.ingest.dicom_factory import (
     base_dataset,
     encapsulated,
@@ -98,7 +106,13 @@ def modality_lut_log(ref: np.ndarray) -> FileDataset:
     return window(ds, 50000, 62000, "LINEAR")
 
 
+def percentile_noise(ref: np.ndarray) -> FileDataset:
+    """No VOI module: the percentile window, measured on the full frame's values."""
+    return set_pixels(base_dataset(*ref.shape), _noisy16(ref, 1500))
+
+
 CASES: dict[str, Callable[[np.ndarray], FileDataset]] = {
+    "percentile_noise": percentile_noise,
     "narrow_window_noise": narrow_window_noise,
     "grid_lines_window": grid_lines_window,
     "sigmoid_noise": sigmoid_noise,
@@ -177,3 +191,42 @@ def test_reduced_read_is_the_full_display_levels_box_averaged(
     if encoding == "jpeg2000":
         assert decision.startswith("decode:jpeg2000 reduce=0"), decision
     assert reduced.normalization.steps[1:] == full.normalization.steps
+
+
+def test_jpeg_baseline_under_a_clipping_window_is_not_dct_scaled(
+    big_reference: np.ndarray, tmp_path: Path
+) -> None:
+    """DCT scaling averages stored values as well: only where the pipeline is affine."""
+    buffer = io.BytesIO()
+    Image.fromarray(big_reference).save(buffer, format="JPEG", quality=95)
+    ds = window(set_pixels(base_dataset(*big_reference.shape), big_reference), 90, 170)
+    path = write(encapsulated(ds, buffer.getvalue(), JPEGBaseline8Bit), tmp_path / "j.dcm")
+    reduced = read_image(path, min_side=MIN_SIDE)
+    decision = reduced.normalization.steps[0]
+    assert decision.startswith("decode:jpeg dct scale=1/1"), decision
+    assert "box 1/4 after LUT" in decision, decision
+    full = read_image(path)  # pydicom's JPEG decoder: another IDCT, a rounding step apart
+    assert np.abs(reduced.pixels - box_mean(full.pixels, 4)).mean() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("function", "low", "high", "commutes"),
+    [
+        ("LINEAR_EXACT", 0, 65535, True),  # covers the stored range: affine
+        ("LINEAR", -1000, 70000, True),
+        ("LINEAR_EXACT", 1000, 65535, False),  # clips the lowest values
+        ("SIGMOID", 0, 65535, False),
+    ],
+)
+def test_reduction_commutes_only_with_an_affine_pipeline(
+    function: str, low: float, high: float, commutes: bool
+) -> None:
+    ds = window(set_pixels(base_dataset(4, 4), np.zeros((4, 4), np.uint16)), low, high, function)
+    if function == "SIGMOID":
+        ds.WindowCenter, ds.WindowWidth = "32768", "65536"
+    assert reduction_commutes(ds, 16) is commutes
+
+
+def test_a_percentile_window_never_commutes() -> None:
+    ds = set_pixels(base_dataset(4, 4), np.zeros((4, 4), np.uint16))
+    assert not reduction_commutes(ds, 16)
