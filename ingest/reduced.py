@@ -14,25 +14,32 @@ JPEG 2000 / HTJ2K (.90 .91 .201-.203)      OpenJPEG (Pillow) at ``reduce = r``: 
                                            wavelet's low-pass band, 1/2^r per side
 JPEG Baseline / Extended, 8-bit (.50 .51)  libjpeg-turbo (Pillow ``draft``): DCT scaling
                                            to 1/2, 1/4 or 1/8 per side
-JPEG Lossless (.57 .70), 12-bit Extended   libjpeg-turbo 3 (imagecodecs), full size,
-                                           then a box mean (below)
-JPEG-LS (.80 .81)                          CharLS (imagecodecs), full size, box mean
-native, RLE, deflated, anything else       pydicom's pixel backend, full size, box mean
+JPEG Lossless (.57 .70), 12-bit Extended   libjpeg-turbo 3 (imagecodecs), full size
+JPEG-LS (.80 .81)                          CharLS (imagecodecs), full size
+native, RLE, deflated, anything else       pydicom's pixel backend, full size
 =========================================  ============================================
 
 Measured for JPEG Lossless SV1 16-bit, 2,500 x 2,000, one core: imagecodecs'
 ``jpeg8_decode`` (libjpeg-turbo 3) 23 ms, ``ljpeg_decode`` 39 ms, ``jpegsof3_decode``
 60 ms, pylibjpeg-libjpeg (pydicom's default plugin) 131 ms; GDCM is not installed.
-A full-size frame is then averaged over ``f x f`` blocks (:func:`box_mean`, ``f`` the
-largest integer keeping ``min_side``), since the grey-level pipeline on 5 Mpx cost more
-than the decode did.
 
 ``r`` (or the DCT scale) is the largest that keeps the shorter side at or above
 ``min_side`` (twice the model's input: the antialiased resize then sees the same
-frequencies it saw in training). Both reductions are a low-pass filter and a subsample of
-the stored values, applied *before* the grey-level pipeline, which then runs unchanged
-(modality LUT, VOI, MONOCHROME1 in the same order) on fewer pixels; the probability
-agrees with the full decode within 0.02 (tests/ingest/test_reduced.py).
+frequencies it saw in training). Both are a low-pass filter and a subsample of the
+*stored values*, before the grey-level pipeline, so they are used only where that
+pipeline is affine over the stored range (:func:`reduction_commutes`): a window covering
+the range, the stored range itself, a linear LUT. Under a window that clips, SIGMOID, a
+curved LUT or a percentile window the codec decodes in full (reduce = 0, DCT scale 1):
+measured on the review's films (1,800 x 1,600, 16-bit, noise or grid lines), reduce = 2
+before the LUT moved the model's probability by up to 0.08, reduce = 1 by up to 0.07, and
+reduce = 0 with the box below by at most 0.008, for 450 ms instead of 30 ms per film.
+
+A frame still larger than needed (every full-size decode) is averaged over ``f x f``
+blocks of its *display levels*, after the modality LUT, VOI and presentation steps
+(:func:`display_levels_for_model`): for integer grey data of <= 16 bits the pipeline runs
+once over every stored value and the frame is looked up in that table, which costs less
+than the pipeline over 5 Mpx and is identical to it pixel for pixel. The probability
+agrees with the full decode within 0.02 (tests/ingest/test_reduced_model.py).
 
 The fast paths cover the common case only: one sample per pixel, unsigned, and a
 codestream whose size and precision match (0028,0010/0011/0101). Anything else, and any
