@@ -29,6 +29,7 @@ from pydicom.uid import (
 )
 
 from ingest import read_image
+from ingest.greylevels import display_table, lookup, to_display_levels
 from ingest.reduced import box_factor, box_mean, reduction_commutes
 from tests.ingest.dicom_factory import (
     base_dataset,
@@ -230,3 +231,18 @@ def test_reduction_commutes_only_with_an_affine_pipeline(
 def test_a_percentile_window_never_commutes() -> None:
     ds = set_pixels(base_dataset(4, 4), np.zeros((4, 4), np.uint16))
     assert not reduction_commutes(ds, 16)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_display_table_is_the_pipeline_pixel_for_pixel(
+    case: str, big_reference: np.ndarray
+) -> None:
+    """Every step is a function of the pixel's value (the percentile bounds of the frame)."""
+    ds = CASES[case](big_reference[:700, :500])
+    frame = ds.pixel_array
+    made = display_table(frame, ds)
+    assert made is not None
+    table, record = made
+    pixels, expected_record = to_display_levels(frame, ds)
+    np.testing.assert_array_equal(lookup(table, frame), pixels)
+    assert record == expected_record
