@@ -178,7 +178,9 @@ def big_reference(source_jpeg: Path) -> np.ndarray:
     return upscaled(source_jpeg)
 
 
-@pytest.mark.parametrize(("case", "encoding"), combinations(), ids="-".join)
+@pytest.mark.parametrize(
+    ("case", "encoding"), combinations(), ids=[f"{c}-{e}" for c, e in combinations()]
+)
 def test_reduced_read_is_the_full_display_levels_box_averaged(
     case: str, encoding: str, big_reference: np.ndarray, tmp_path: Path
 ) -> None:
