@@ -39,38 +39,36 @@ def classifier() -> Any:
 def test_reduced_decode_scores_like_full_decode(
     classifier: Any, source_jpegs: list[Path], tmp_path: Path
 ) -> None:
-    min_side = 2 * classifier.card.input_size
-    full, reduced, labels = [], [], []
+    paths = []
     for index, source in enumerate(source_jpegs):
         ref = upscaled(source)
         for name, build in corpus():
             path = write(build(ref), tmp_path / f"{index}-{name}.dcm")
-            full.append(read_image(path).pixels)
-            image = read_image(path, min_side=min_side)
-            reduced.append(image.pixels)
-            labels.append(f"{source.name}:{name}:{image.normalization.steps[0]}")
-    _assert_scores_agree(classifier, full, reduced, labels)
+            paths.append((f"{source.name}:{name}", path))
+    _assert_scores_agree(classifier, paths)
 
 
 def test_reduced_decode_scores_like_full_decode_through_nonlinear_grey_levels(
     classifier: Any, source_jpegs: list[Path], tmp_path: Path
 ) -> None:
-    min_side = 2 * classifier.card.input_size
-    full, reduced, labels = [], [], []
+    paths = []
     for index, source in enumerate(source_jpegs):
         ref = upscaled(source)
         for case, encoding in combinations():
             path = build_nonlinear(case, encoding, ref, tmp_path / f"{index}-{case}-{encoding}.dcm")
-            full.append(read_image(path).pixels)
-            image = read_image(path, min_side=min_side)
-            reduced.append(image.pixels)
-            labels.append(f"{source.name}:{case}:{encoding}:{image.normalization.steps[0]}")
-    _assert_scores_agree(classifier, full, reduced, labels)
+            paths.append((f"{source.name}:{case}:{encoding}", path))
+    _assert_scores_agree(classifier, paths)
 
 
-def _assert_scores_agree(
-    classifier: Any, full: list[Any], reduced: list[Any], labels: list[str]
-) -> None:
+def _assert_scores_agree(classifier: Any, paths: list[tuple[str, Path]]) -> None:
+    """Each file read in full and reduced (``min_side`` = twice the input) scores alike."""
+    min_side = 2 * classifier.card.input_size
+    full, reduced, labels = [], [], []
+    for label, path in paths:
+        full.append(read_image(path).pixels)
+        image = read_image(path, min_side=min_side)
+        reduced.append(image.pixels)
+        labels.append(f"{label}:{image.normalization.steps[0]}")
     for label, a, b in zip(
         labels, classifier.predict(full), classifier.predict(reduced), strict=True
     ):
