@@ -37,8 +37,9 @@ reduce = 0 with the box below by at most 0.008, for 450 ms instead of 30 ms per 
 A frame still larger than needed (every full-size decode) is averaged over ``f x f``
 blocks of its *display levels*, after the modality LUT, VOI and presentation steps
 (:func:`display_levels_for_model`): for integer grey data of <= 16 bits the pipeline runs
-once over every stored value and the frame is looked up in that table, which costs less
-than the pipeline over 5 Mpx and is identical to it pixel for pixel. The probability
+once over every stored value and the frame is looked up in that table (under 1 ms, then
+about 9 ms for 5 Mpx against 9-23 ms for the pipeline over them, one core), identical to
+the full path pixel for pixel. The probability
 agrees with the full decode within 0.02 (tests/ingest/test_reduced_model.py).
 
 The fast paths cover the common case only: one sample per pixel, unsigned, and a
