@@ -8,7 +8,7 @@ for anything a file can contain.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.blank import check_display_levels, check_rescale
@@ -30,7 +30,7 @@ from ingest.image import ImageMetadata, SourceImage, SourceKind
 from ingest.limits import check_pixel_count, checked_file_size
 from ingest.metadata import dicom_metadata, raster_metadata
 from ingest.raster import read_raster_pixels
-from ingest.reduced import decode_for_model
+from ingest.reduced import decode_for_model, display_levels_for_model
 from ingest.sniff import Sniffed, sniff
 
 
@@ -95,15 +95,16 @@ def _dicom_pixels(
     if frame.ndim not in (2, 3):
         raise IngestError(Reason.CORRUPT, f"The decoded frame has shape {frame.shape}.")
     try:
-        pixels, normalization = to_display_levels(frame, ds)
+        if min_side is None or decision is None:
+            pixels, normalization = to_display_levels(frame, ds)
+        else:  # box-averaged after the grey levels, the decision recorded first
+            pixels, normalization = display_levels_for_model(frame, ds, min_side, decision)
     except LIBRARY_ERRORS as exc:
         raise IngestError(
             Reason.CORRUPT,
             f"The grey-level modules cannot be applied ({type(exc).__name__}: {exc}).",
         ) from exc
     check_display_levels(pixels)
-    if decision is not None:
-        normalization = replace(normalization, steps=(decision, *normalization.steps))
     return SourceImage(pixels=pixels, metadata=metadata, normalization=normalization)
 
 

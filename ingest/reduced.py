@@ -14,25 +14,33 @@ JPEG 2000 / HTJ2K (.90 .91 .201-.203)      OpenJPEG (Pillow) at ``reduce = r``: 
                                            wavelet's low-pass band, 1/2^r per side
 JPEG Baseline / Extended, 8-bit (.50 .51)  libjpeg-turbo (Pillow ``draft``): DCT scaling
                                            to 1/2, 1/4 or 1/8 per side
-JPEG Lossless (.57 .70), 12-bit Extended   libjpeg-turbo 3 (imagecodecs), full size,
-                                           then a box mean (below)
-JPEG-LS (.80 .81)                          CharLS (imagecodecs), full size, box mean
-native, RLE, deflated, anything else       pydicom's pixel backend, full size, box mean
+JPEG Lossless (.57 .70), 12-bit Extended   libjpeg-turbo 3 (imagecodecs), full size
+JPEG-LS (.80 .81)                          CharLS (imagecodecs), full size
+native, RLE, deflated, anything else       pydicom's pixel backend, full size
 =========================================  ============================================
 
 Measured for JPEG Lossless SV1 16-bit, 2,500 x 2,000, one core: imagecodecs'
 ``jpeg8_decode`` (libjpeg-turbo 3) 23 ms, ``ljpeg_decode`` 39 ms, ``jpegsof3_decode``
 60 ms, pylibjpeg-libjpeg (pydicom's default plugin) 131 ms; GDCM is not installed.
-A full-size frame is then averaged over ``f x f`` blocks (:func:`box_mean`, ``f`` the
-largest integer keeping ``min_side``), since the grey-level pipeline on 5 Mpx cost more
-than the decode did.
 
 ``r`` (or the DCT scale) is the largest that keeps the shorter side at or above
 ``min_side`` (twice the model's input: the antialiased resize then sees the same
-frequencies it saw in training). Both reductions are a low-pass filter and a subsample of
-the stored values, applied *before* the grey-level pipeline, which then runs unchanged
-(modality LUT, VOI, MONOCHROME1 in the same order) on fewer pixels; the probability
-agrees with the full decode within 0.02 (tests/ingest/test_reduced.py).
+frequencies it saw in training). Both are a low-pass filter and a subsample of the
+*stored values*, before the grey-level pipeline, so they are used only where that
+pipeline is affine over the stored range (:func:`reduction_commutes`): a window covering
+the range, the stored range itself, a linear LUT. Under a window that clips, SIGMOID, a
+curved LUT or a percentile window the codec decodes in full (reduce = 0, DCT scale 1):
+measured on the review's films (1,800 x 1,600, 16-bit, noise or grid lines), reduce = 2
+before the LUT moved the model's probability by up to 0.08, reduce = 1 by up to 0.07, and
+reduce = 0 with the box below by at most 0.008, for 450 ms instead of 30 ms per film.
+
+A frame still larger than needed (every full-size decode) is averaged over ``f x f``
+blocks of its *display levels*, after the modality LUT, VOI and presentation steps
+(:func:`display_levels_for_model`): for integer grey data of <= 16 bits the pipeline runs
+once over every stored value and the frame is looked up in that table (under 1 ms, then
+about 9 ms for 5 Mpx against 9-23 ms for the pipeline over them, one core), identical to
+the full path pixel for pixel. The probability
+agrees with the full decode within 0.02 (tests/ingest/test_reduced_model.py).
 
 The fast paths cover the common case only: one sample per pixel, unsigned, and a
 codestream whose size and precision match (0028,0010/0011/0101). Anything else, and any
@@ -45,7 +53,7 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -68,7 +76,16 @@ from pydicom.uid import JPEGLossless as JPEGLosslessP14
 
 from ingest.codestream import j2k_codestream_start
 from ingest.dicom import LIBRARY_ERRORS, check_decodable, decode_frame, transfer_syntax
-from ingest.greylevels import photometric_interpretation
+from ingest.errors import IngestError
+from ingest.greylevels import (
+    VoiPath,
+    choose_voi,
+    display_table,
+    lookup,
+    photometric_interpretation,
+    to_display_levels,
+)
+from ingest.image import Normalization
 from ingest.limits import MAX_PIXELS
 
 try:  # a runtime dependency; tolerated missing so a slim install still decodes via pydicom
@@ -83,6 +100,9 @@ _JPEG_LS = frozenset({JPEGLSLossless, JPEGLSNearLossless})
 #: The DCT scales libjpeg offers through Pillow's ``draft`` (1/1, 1/2, 1/4, 1/8 per side).
 _DCT_SCALES = (8, 4, 2, 1)
 _GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
+#: Largest distance (display grey levels of 255) from a straight line at which the
+#: grey-level pipeline still counts as affine for :func:`reduction_commutes`.
+AFFINE_TOLERANCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,8 +123,11 @@ def decode_for_model(
     """Decode the one frame of ``ds`` at the smallest size whose shorter side >= ``min_side``.
 
     Returns the stored values (``(rows', cols')``, as :func:`ingest.dicom.decode_frame`
-    returns them but possibly reduced) and the decision, e.g.
-    ``"decode:jpeg2000 reduce=2 (2500x2000 -> 625x500)"``.
+    returns them but possibly reduced by the codec) and the decision, e.g.
+    ``"decode:jpeg2000 reduce=2 (2500x2000 -> 625x500)"``. A codec reduces only where the
+    grey-level pipeline is affine over the stored range (:func:`reduction_commutes`);
+    what is still larger than needed is box-averaged after the grey levels
+    (:func:`display_levels_for_model`).
     """
     check_decodable(ds, max_pixels)
     uid = transfer_syntax(ds)
@@ -116,29 +139,64 @@ def decode_for_model(
             result = None  # a broken codestream: pydicom's decoder names the reason below
         if result is not None:
             frame, method = result
-            if frame.shape == (rows, columns):  # a codec that cannot reduce: box it instead
-                frame, method = _box_reduce_full(frame, method, min_side)
+            if frame.shape == (rows, columns):
+                return frame, f"decode:{method}"
             return frame, f"decode:{method} ({rows}x{columns} -> {frame.shape[0]}x{frame.shape[1]})"
-    frame, method = _box_reduce_full(decode_frame(ds, max_pixels), "full (pydicom)", min_side)
-    if method == "full (pydicom)":
-        return frame, f"decode:{method}"
-    return frame, f"decode:{method} ({rows}x{columns} -> {frame.shape[0]}x{frame.shape[1]})"
+    return decode_frame(ds, max_pixels), "decode:full (pydicom)"
 
 
-def _box_reduce_full(frame: np.ndarray, method: str, min_side: int) -> tuple[np.ndarray, str]:
-    """A full-size grey frame box-averaged by the largest integer factor keeping ``min_side``.
+def display_levels_for_model(
+    frame: np.ndarray, ds: Dataset, min_side: int, decision: str
+) -> tuple[np.ndarray, Normalization]:
+    """Display grey levels of a decoded frame, box-averaged down to ``min_side`` if it allows.
 
-    Codecs that cannot decode at a reduced size (JPEG Lossless, JPEG-LS, native, RLE)
-    still hand over 5 Mpx; the grey-level pipeline on all of them cost more than the
-    decoder. The mean of ``f x f`` blocks of stored values, rounded back to their dtype,
-    is the same low-pass + subsample the JPEG 2000 and DCT paths do, before the LUTs (a
-    linear rescale commutes with it exactly). The last ``rows % f`` rows and
-    ``columns % f`` columns (under ``f`` pixels at the bottom and right edge) are dropped.
+    The box mean is taken of the display levels, *after* the modality LUT, VOI and
+    presentation steps: a window that clips, a SIGMOID or a LUT does not commute with an
+    average of stored values (grid lines at the pixel pitch under a narrow window moved
+    the model's probability by 0.09). For integer grey frames of <= 16 bits the pipeline
+    runs once over every stored value and the frame is looked up in that table
+    (:func:`ingest.greylevels.display_table`), identical pixel for pixel to the full
+    path; otherwise the full path runs on the whole frame. ``decision`` (from
+    :func:`decode_for_model`) is recorded first in the steps, with the box appended.
     """
     factor = box_factor(min(frame.shape[:2]), min_side)
-    if frame.ndim != 2 or factor < 2 or frame.dtype.kind not in "ui":
-        return frame, method
-    return box_mean(frame, factor), f"{method}, box 1/{factor}"
+    made = display_table(frame, ds) if factor >= 2 else None
+    if made is None:
+        pixels, record = to_display_levels(frame, ds)
+        after = "grey levels"
+    else:
+        table, record = made
+        pixels = lookup(table, frame)
+        after = "LUT"
+    if factor >= 2:
+        rows, columns = frame.shape[:2]
+        pixels = box_mean(pixels, factor)
+        decision += f", box 1/{factor} after {after} ({rows}x{columns} -> "
+        decision += f"{pixels.shape[0]}x{pixels.shape[1]})"
+    return pixels, replace(record, steps=(decision, *record.steps))
+
+
+def reduction_commutes(ds: Dataset, precision: int) -> bool:
+    """The grey-level pipeline is affine over stored values ``0 .. 2^precision - 1``.
+
+    Only then may a codec average stored values before the pipeline (JPEG 2000's
+    low-pass band, DCT scaling) and give what averaging the display levels gives: a
+    window that covers the stored range, the stored range itself, a linear LUT. A window
+    that clips, SIGMOID, a curved LUT, and a percentile window (measured on the pixels,
+    which the reduced decode changes) do not commute; within half a grey level is affine.
+    """
+    if choose_voi(ds).path is VoiPath.PERCENTILE or not 1 <= precision <= 16:
+        return False
+    values = np.arange(1 << precision, dtype=np.uint16 if precision > 8 else np.uint8)
+    try:
+        made = display_table(values.reshape(1, -1), ds)
+    except (*LIBRARY_ERRORS, IngestError):
+        return False  # the full path names the problem
+    if made is None:
+        return False
+    table = made[0][: values.size].astype(np.float64)
+    line = np.linspace(table[0], table[-1], table.size)
+    return bool(np.abs(table - line).max() <= AFFINE_TOLERANCE)
 
 
 def box_factor(shorter_side: int, min_side: int) -> int:
@@ -147,21 +205,24 @@ def box_factor(shorter_side: int, min_side: int) -> int:
 
 
 def box_mean(frame: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of each ``factor x factor`` block of a 2-D integer frame, rounded, same dtype.
+    """Mean of each ``factor x factor`` block of a 2-D float32 frame, float32.
 
-    Summed row by row and column by column in int64 (strided adds: about 1 ms for 5 Mpx
-    on one core, where ``reshape(...).mean(axis=(1, 3))`` takes 12 ms).
+    The last ``rows % factor`` rows and ``columns % factor`` columns (under ``factor``
+    pixels at the bottom and right edge) are dropped. Summed row by row and column by
+    column (strided adds: a few ms for 5 Mpx on one core, where
+    ``reshape(...).mean(axis=(1, 3))`` takes 12 ms).
     """
     rows, columns = frame.shape[0] // factor, frame.shape[1] // factor
     blocks = frame[: rows * factor, : columns * factor].reshape(rows, factor, columns * factor)
-    summed = blocks[:, 0].astype(np.int64)
+    summed = blocks[:, 0].astype(np.float32)
     for i in range(1, factor):
         summed += blocks[:, i]
     across = summed.reshape(rows, columns, factor)
     total = across[..., 0].copy()
     for i in range(1, factor):
         total += across[..., i]
-    return np.rint(total / (factor * factor)).astype(frame.dtype)
+    total *= np.float32(1.0 / (factor * factor))
+    return total
 
 
 def _fast_path_applies(ds: Dataset) -> bool:
@@ -184,7 +245,9 @@ def _fast_decode(
         info = j2k_info(codestream)
         if info is None or not _matches(info, rows, columns, bits_stored) or info.signed:
             return None
-        reduce = reduction_levels(min(rows, columns), min_side, info.levels)
+        reduce = 0
+        if reduction_commutes(ds, info.precision):
+            reduce = reduction_levels(min(rows, columns), min_side, info.levels)
         while reduce and not (
             _pillow_rounds_up(rows, reduce) and _pillow_rounds_up(columns, reduce)
         ):
@@ -197,7 +260,7 @@ def _fast_decode(
     if info is None or not _matches(info, rows, columns, bits_stored):
         return None
     if uid in _JPEG_DCT and info.precision == 8:
-        scale = dct_scale(min(rows, columns), min_side)
+        scale = dct_scale(min(rows, columns), min_side) if reduction_commutes(ds, 8) else 1
         scaled = decode_jpeg_scaled(codestream, rows, columns, scale)
         if scaled is None:
             return None
