@@ -35,7 +35,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from ingest.codestream import codestream_size, is_jp2
+from ingest.codestream import MAX_JP2_BOXES, codestream_size, is_jp2
 from ingest.deflate import check_deflated_size
 from ingest.errors import IngestError, Reason
 from ingest.limits import MAX_FILE_BYTES, MAX_PIXELS, check_pixel_count, checked_file_size
@@ -242,7 +242,8 @@ def check_codestream(
         # decoder would allocate cannot be bounded, so it never sees the file.
         raise IngestError(
             Reason.CORRUPT,
-            "The JPEG 2000 (JP2) frame has no contiguous codestream box starting with SOC SIZ.",
+            "The JPEG 2000 (JP2) frame has no codestream box starting with SOC SIZ within its "
+            f"first {MAX_JP2_BOXES} boxes.",
         )
     if size is None:
         return  # RLE, or no frame header found: the decoder's own checks apply
