@@ -28,7 +28,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -49,6 +58,19 @@ class Origin(StrEnum):
 
 
 HANDOVER_BATCH = 64
+
+#: The events that can change what the tracker knows of a file: it appears, is written, has
+#: its mtime set, leaves. Not opens or reads (watchdog's default includes them): every read
+#: of a file in the inbox, the intake's and the worker's of its staged copy, came back as
+#: events through two threads, several per file, for nothing to do.
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+]
 
 #: Takes a batch of stable files; returns those to hand again after CALLBACK_RETRY_S (a file
 #: that could not be read yet). Raising means the whole batch is handed again then.
@@ -319,7 +341,12 @@ class InboxWatcher:
             observer = Observer()
         observer.daemon = True
         try:
-            observer.schedule(_EventSink(self._events), str(self.inbox), recursive=True)
+            observer.schedule(
+                _EventSink(self._events),
+                str(self.inbox),
+                recursive=True,
+                event_filter=WATCHED_EVENTS,
+            )
             observer.start()
         except (RecursionError, OSError) as error:
             log.log(

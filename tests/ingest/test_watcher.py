@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -247,3 +248,37 @@ def test_a_file_that_breaks_its_batch_holds_up_only_itself(tmp_path: Path) -> No
     assert watcher.hand_over_ready() == 0  # the poison file alone is tried again
     assert sorted(taken) == ["a.dcm", "b.dcm"]
     assert watcher.tracker.handed.keys() == {inbox / n for n in ("a.dcm", "poison.dcm", "b.dcm")}
+
+
+def test_reads_bring_no_event_every_change_does(tmp_path: Path) -> None:
+    """The intake reads each file and the worker its staged copy: with opens and reads as
+    events, every read came back through the observer's threads, for nothing to do. What
+    changes a file (written, moved, mtime set, deleted) must still arrive."""
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    for name in ("read.dcm", "touched.dcm", "moved.dcm", "deleted.dcm"):
+        (inbox / name).write_bytes(b"x")
+    watcher = InboxWatcher(WatchConfig(inbox), Recorder())
+    observer = watcher._start_observer()
+    assert observer is not None
+    try:
+        for _ in range(5):
+            (inbox / "read.dcm").read_bytes()
+        (inbox / "written.dcm").write_bytes(b"y")
+        os.utime(inbox / "touched.dcm", ns=(1, 1))
+        (inbox / "moved.dcm").rename(inbox / "sub" / "moved.dcm")
+        (inbox / "deleted.dcm").unlink()
+        (inbox / "last.dcm").write_bytes(b"z")  # events arrive in order: this one last
+        seen: set[Path] = set()
+        deadline = time.monotonic() + 10
+        while inbox / "last.dcm" not in seen and time.monotonic() < deadline:
+            try:
+                seen.add(watcher._events.get(timeout=0.1))
+            except queue.Empty:
+                continue
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
+    expected = {"written.dcm", "touched.dcm", "moved.dcm", "sub/moved.dcm", "deleted.dcm"}
+    assert {inbox / name for name in expected} <= seen
+    assert inbox / "read.dcm" not in seen
