@@ -28,7 +28,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -49,6 +58,19 @@ class Origin(StrEnum):
 
 
 HANDOVER_BATCH = 64
+
+#: The events that can change what the tracker knows of a file: it appears, is written, has
+#: its mtime set, leaves. Not opens or reads (watchdog's default includes them): every read
+#: of a file in the inbox, the intake's and the worker's of its staged copy, came back as
+#: events through two threads, several per file, for nothing to do.
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+]
 
 #: Takes a batch of stable files; returns those to hand again after CALLBACK_RETRY_S (a file
 #: that could not be read yet). Raising means the whole batch is handed again then.
@@ -125,6 +147,7 @@ class _Candidate:
     mtime_ns: int
     unchanged_since: float
     origin: Origin
+    changing: bool = False  # the last look saw a change: look again on every tick
 
 
 @dataclass
@@ -137,15 +160,30 @@ class _Handed:
 class StabilityTracker:
     """Which files are still being written and which are ready; pure bookkeeping over ``lstat``.
 
+    A file is ready when its size and mtime, looked at again, are those it had at least
+    ``quiet_period_s`` before, and no look in between saw them change. Without events
+    (``events_report_changes`` False: polling, or no observer) every candidate is looked at
+    on every tick. With an observer that reports every write (inotify), a change comes as
+    an event (:meth:`observe`), so a candidate is looked at when its quiet period has passed,
+    and then on every tick for as long as looks keep seeing changes: a burst of N files cost
+    N ``lstat`` calls a tick for nothing. The look at the end of the quiet period still
+    compares with the start, so a change whose event was lost restarts the period.
+
     Not thread-safe: one thread (the watcher loop) calls it.
     """
 
     def __init__(
-        self, quiet_period_s: float, rehand_after_s: float, clock: Callable[[], float]
+        self,
+        quiet_period_s: float,
+        rehand_after_s: float,
+        clock: Callable[[], float],
+        *,
+        events_report_changes: bool = False,
     ) -> None:
         self.quiet_period_s = quiet_period_s
         self.rehand_after_s = rehand_after_s
         self.clock = clock
+        self.events_report_changes = events_report_changes
         self.candidates: dict[Path, _Candidate] = {}
         self.handed: dict[Path, _Handed] = {}
 
@@ -170,12 +208,16 @@ class StabilityTracker:
             self.candidates[path] = _Candidate(size, mtime_ns, now, origin)
         elif (candidate.size, candidate.mtime_ns) != (size, mtime_ns):
             candidate.size, candidate.mtime_ns, candidate.unchanged_since = size, mtime_ns, now
+            candidate.changing = True
 
     def ready(self) -> list[tuple[Path, Origin]]:
         """Candidates unchanged for the quiet period, oldest first; they move to ``handed``."""
         now = self.clock()
         stable: list[tuple[Path, Origin]] = []
         for path, candidate in list(self.candidates.items()):
+            quiet = now - candidate.unchanged_since >= self.quiet_period_s
+            if self.events_report_changes and not (quiet or candidate.changing):
+                continue  # a change meanwhile comes as an event; the look at the end checks
             stat = _lstat(path)
             if stat is None:
                 del self.candidates[path]
@@ -183,8 +225,10 @@ class StabilityTracker:
             if stat != (candidate.size, candidate.mtime_ns):
                 candidate.size, candidate.mtime_ns = stat
                 candidate.unchanged_since = now
+                candidate.changing = True
                 continue
-            if now - candidate.unchanged_since >= self.quiet_period_s:
+            candidate.changing = False
+            if quiet:
                 del self.candidates[path]
                 self.handed[path] = _Handed(candidate.size, candidate.mtime_ns, now)
                 stable.append((path, candidate.origin))
@@ -311,7 +355,11 @@ class InboxWatcher:
     def _start_observer(self) -> BaseObserver | None:
         """Start watchdog, or return None when it cannot start: watchdog walks the tree
         recursively (RecursionError on a very deep one) and inotify has a watch limit
-        (OSError). The periodic rescan still finds every file, only later."""
+        (OSError). The periodic rescan still finds every file, only later.
+
+        Only inotify reports each write as it happens; without it the tracker looks at every
+        candidate on every tick."""
+        self.tracker.events_report_changes = False
         observer: BaseObserver
         if self.config.mode == "polling":
             observer = PollingObserver(timeout=self.config.poll_interval_s)
@@ -319,7 +367,12 @@ class InboxWatcher:
             observer = Observer()
         observer.daemon = True
         try:
-            observer.schedule(_EventSink(self._events), str(self.inbox), recursive=True)
+            observer.schedule(
+                _EventSink(self._events),
+                str(self.inbox),
+                recursive=True,
+                event_filter=WATCHED_EVENTS,
+            )
             observer.start()
         except (RecursionError, OSError) as error:
             log.log(
@@ -333,6 +386,7 @@ class InboxWatcher:
         if self._events_unavailable:
             log.info("file system events available again")
             self._events_unavailable = False
+        self.tracker.events_report_changes = self.config.mode == "inotify"
         return observer
 
     def _prune_empty_folders(self, folders: list[Path]) -> None:

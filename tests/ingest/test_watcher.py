@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -82,6 +83,58 @@ def test_a_vanished_candidate_is_dropped(tmp_path: Path) -> None:
     path.unlink()
     clock.now += 5
     assert tracker.ready() == [] and tracker.pending == 0
+
+
+def test_with_events_a_candidate_is_looked_at_only_once_its_quiet_period_could_end(
+    tmp_path: Path,
+) -> None:
+    """inotify reports writes as events: a burst's candidates are not ``lstat``-ed on every
+    tick. A change whose event was lost is still seen at the end of the quiet period, and
+    starts it again."""
+    clock = Clock()
+    tracker = StabilityTracker(
+        quiet_period_s=2.0, rehand_after_s=100.0, clock=clock, events_report_changes=True
+    )
+    path, gone = tmp_path / "x.dcm", tmp_path / "gone.dcm"
+    for file in (path, gone):
+        file.write_bytes(b"a")
+        tracker.observe(file, Origin.LIVE)
+    clock.now += 1.0
+    with path.open("ab") as stream:  # written, its event lost
+        stream.write(b"b")
+    gone.unlink()  # its event lost too
+    clock.now += 0.5
+    assert tracker.ready() == []
+    assert tracker.pending == 2  # neither looked at before its quiet period could end
+    clock.now += 0.5
+    assert tracker.ready() == []  # looked at: x changed, so its quiet period starts again
+    assert tracker.pending == 1  # and gone.dcm is dropped
+    clock.now += 1.9
+    assert tracker.ready() == []
+    clock.now += 0.1
+    assert tracker.ready() == [(path, Origin.LIVE)]
+
+
+def test_with_events_a_file_seen_changing_is_looked_at_on_every_tick(tmp_path: Path) -> None:
+    """Once a look sees a change, the next ticks look too (as without events), so a file
+    whose writes end is ready one quiet period after the last change seen, not two."""
+    clock = Clock()
+    tracker = StabilityTracker(
+        quiet_period_s=2.0, rehand_after_s=100.0, clock=clock, events_report_changes=True
+    )
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"a")
+    tracker.observe(path, Origin.LIVE)
+    path.write_bytes(b"ab")  # no event
+    clock.now += 2.0
+    assert tracker.ready() == []  # the change is seen: the period starts again at 1002.0
+    path.write_bytes(b"abc")  # the last write, no event
+    clock.now += 0.25
+    assert tracker.ready() == []  # seen on the next tick: the period starts at 1002.25
+    clock.now += 0.25
+    assert tracker.ready() == []  # unchanged: looked at again when the period can end
+    clock.now += 1.75
+    assert tracker.ready() == [(path, Origin.LIVE)]  # 1004.25: 2 s after the last change
 
 
 class Recorder:
@@ -247,3 +300,37 @@ def test_a_file_that_breaks_its_batch_holds_up_only_itself(tmp_path: Path) -> No
     assert watcher.hand_over_ready() == 0  # the poison file alone is tried again
     assert sorted(taken) == ["a.dcm", "b.dcm"]
     assert watcher.tracker.handed.keys() == {inbox / n for n in ("a.dcm", "poison.dcm", "b.dcm")}
+
+
+def test_reads_bring_no_event_every_change_does(tmp_path: Path) -> None:
+    """The intake reads each file and the worker its staged copy: with opens and reads as
+    events, every read came back through the observer's threads, for nothing to do. What
+    changes a file (written, moved, mtime set, deleted) must still arrive."""
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    for name in ("read.dcm", "touched.dcm", "moved.dcm", "deleted.dcm"):
+        (inbox / name).write_bytes(b"x")
+    watcher = InboxWatcher(WatchConfig(inbox), Recorder())
+    observer = watcher._start_observer()
+    assert observer is not None
+    try:
+        for _ in range(5):
+            (inbox / "read.dcm").read_bytes()
+        (inbox / "written.dcm").write_bytes(b"y")
+        os.utime(inbox / "touched.dcm", ns=(1, 1))
+        (inbox / "moved.dcm").rename(inbox / "sub" / "moved.dcm")
+        (inbox / "deleted.dcm").unlink()
+        (inbox / "last.dcm").write_bytes(b"z")  # events arrive in order: this one last
+        seen: set[Path] = set()
+        deadline = time.monotonic() + 10
+        while inbox / "last.dcm" not in seen and time.monotonic() < deadline:
+            try:
+                seen.add(watcher._events.get(timeout=0.1))
+            except queue.Empty:
+                continue
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
+    expected = {"written.dcm", "touched.dcm", "moved.dcm", "sub/moved.dcm", "deleted.dcm"}
+    assert {inbox / name for name in expected} <= seen
+    assert inbox / "read.dcm" not in seen
