@@ -8,7 +8,7 @@ for the reading room and integrations, never for a log.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Self
 
@@ -23,6 +23,7 @@ from db.models import (
     Status,
     WorklistEntry,
 )
+from db.reading import ImageRole, ReadingEntry
 from db.results import summary
 
 #: Times as ``datetime.isoformat()`` writes them (``+00:00``, as before the schema existed;
@@ -82,12 +83,31 @@ class WorklistRow(BaseModel):
     reason_detail: str | None
     source_kind: str | None
     result_objects: list[ResultObjectRow]
+    # Where the row stands in the reading list (db.reading), set when it is listed (None for
+    # a row asked for alone): its entry's place (1 is read first; None when listed apart),
+    # the entry's tier ("urgent", "suspect", "routine" or "apart"), the entry's leading row,
+    # what this image is to its entry, and whether the entry's study UID or accession number
+    # is also another patient's (kept apart, never merged: check the identity).
+    position: int | None = None
+    tier: str | None = None
+    entry_id: int | None = None
+    role: ImageRole | None = None
+    identity_conflict: bool = False
+    # Added for the review page (migration 0011), at the end again: from the header at
+    # admission (PHI-grade, like patient_id; None for JPEG/PNG and rows admitted before),
+    # and the SUSPECT cut-off the row was scored with (``threshold`` is the URGENT one).
+    patient_age_years: float | None = None
+    patient_sex: str | None = None
+    view_position: str | None = None
+    study_description: str | None = None
+    suspect_threshold: float | None = None
 
     @classmethod
     def of(cls, entry: WorklistEntry, results: Sequence[ResultObject] = (), **more: object) -> Self:
         """The row of ``entry`` with its SR/SC (``results``: :func:`db.results.objects_of`);
         ``more``: the fields a subclass adds."""
         columns = WorklistRow.model_fields.keys() - {"flags", "results", "result_objects"}
+        columns -= LISTING_FIELDS
         return cls.model_validate(
             {
                 **{name: getattr(entry, name) for name in columns},
@@ -97,6 +117,28 @@ class WorklistRow(BaseModel):
                 **more,
             }
         )
+
+    @classmethod
+    def listed(
+        cls, entry: ReadingEntry, results: Mapping[int, Sequence[ResultObject]]
+    ) -> list[Self]:
+        """The rows of ``entry``'s images, leading image first, each with its place."""
+        return [
+            cls.of(
+                image,
+                results.get(image.id, ()),
+                position=entry.position,
+                tier=entry.tier,
+                entry_id=entry.leading.id,
+                role=entry.role(image),
+                identity_conflict=entry.identity_conflict,
+            )
+            for image in entry.images
+        ]
+
+
+#: The fields a row only has in a listing (:meth:`WorklistRow.listed`).
+LISTING_FIELDS = frozenset({"position", "tier", "entry_id", "role", "identity_conflict"})
 
 
 class ReviewRow(BaseModel):

@@ -15,16 +15,21 @@ from sqlalchemy import ColumnElement, Update, and_, bindparam, case, func, or_, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import reading
 from db.models import (
     FINAL_STATUSES,
     WAITING_STATUSES,
     Base,
+    Label,
+    Priority,
     ReviewDecision,
     ReviewRecord,
     Status,
     WorklistEntry,
     utcnow,
 )
+from db.reading import Scope, reading_list
+from ingest.image import SourceKind
 
 #: A claim's lease when the caller names none (the worker passes ``CXR_LEASE_S``).
 DEFAULT_LEASE_S = 20.0
@@ -37,25 +42,31 @@ class Arrival:
     file_sha256: str
     source_name: str
     source_path: str
-    source_kind: str | None = None
+    source_kind: SourceKind | None = None
     sop_instance_uid: str | None = None
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
     accession_number: str | None = None
     patient_id: str | None = None
+    # What the review page shows a reader beside the priority (PHI-grade, like patient_id).
+    patient_age_years: float | None = None
+    patient_sex: str | None = None
+    view_position: str | None = None
+    study_description: str | None = None
 
 
 @dataclass(frozen=True)
-class Scored:
-    """What the model said, as plain values (``db`` does not import ``model``)."""
+class ScoreValues:
+    """What the model said, as the row stores it (the flags: the pipeline's caveats)."""
 
     probability: float
-    label: str
-    priority: str
+    label: Label
+    priority: Priority
     priority_rank: int
     threshold: float
     model_version: str
     flags: tuple[str, ...] = ()
+    suspect_threshold: float | None = None  # the card's SUSPECT cut-off (None: not known)
 
 
 def admit(session: Session, arrival: Arrival) -> tuple[WorklistEntry, bool]:
@@ -117,6 +128,10 @@ def _queued_values(arrival: Arrival, received_at: datetime) -> dict[str, object]
         "series_instance_uid": arrival.series_instance_uid,
         "accession_number": arrival.accession_number,
         "patient_id": arrival.patient_id,
+        "patient_age_years": arrival.patient_age_years,
+        "patient_sex": arrival.patient_sex,
+        "view_position": arrival.view_position,
+        "study_description": arrival.study_description,
         "status": Status.QUEUED,
         "flags": "",
         "attempts": 0,
@@ -160,18 +175,25 @@ def claim(
     *,
     batch_size: int,
     stale_before: datetime,
-    claimed_by: str | None = None,
+    claimed_by: str,
     lease_s: float = DEFAULT_LEASE_S,
-    count_attempt: bool = True,
+    retry: bool = False,
 ) -> list[WorklistEntry]:
     """Claim ``entry_id`` (one id, or a task's batch of ids) for the task ``token``, topped up
     to ``batch_size`` rows with other queued rows that were never tried.
 
-    ``count_attempt=False`` (a Celery retry of the same task after a transient error) does
-    not count the rows this task already held as a new attempt: only a redelivery (its
-    worker died) or a take-over does, which is what the poison-file cap is about. A task
-    whose own rows were tried before takes no batch-mates: a file that kills its worker is
-    then retried with no innocent company.
+    Every claim counts an attempt at a row (the poison-file cap, ``max_attempts``) except the
+    claim of a Celery retry of the task that held it and let go cleanly (:func:`db.leases.hold`
+    cleared ``claimed_by``: no process held it while the retry waited). So a worker that died
+    holding a row, a redelivery under the same token or a take-over by another task, is
+    counted once at each row it held, batch-mates included, and a transient error never is.
+    The database decides, not the message: a retried message that is redelivered because its
+    worker died still counts.
+
+    ``retry``: the task ran before under ``token`` (a Celery retry): it takes back every row it
+    still holds and no new batch-mates (it keeps the batch it had). A task whose own rows were
+    tried before takes no batch-mates either: a file that kills its worker is then retried
+    with no innocent company.
 
     The row is claimable when it is queued, already held by ``token`` (a redelivery or retry
     of the same task), or held by a task whose lease has expired (its worker died; see
@@ -181,19 +203,17 @@ def claim(
     duplicate delivery does nothing; their own tasks later find them finished and return.
     Returns every row ``token`` now holds, own rows first.
 
-    Each statement is atomic on its own and safe to repeat under the same token, so the caller
-    may run this outside a transaction (autocommit): a crash in between leaves rows that the
-    redelivered task, holding the same token, takes back.
+    Each statement is atomic on its own, so the caller may run this outside a transaction
+    (autocommit): a crash in between leaves rows that the redelivered task, holding the same
+    token, takes back (and counts: its worker died).
     """
     now = utcnow()
-    counted = WorklistEntry.attempts + (
-        1 if count_attempt else case((WorklistEntry.claim_token == token, 0), else_=1)
-    )
+    let_go = and_(WorklistEntry.claim_token == token, WorklistEntry.claimed_by.is_(None))
     taken = {
         "status": Status.PROCESSING,
         "claim_token": token,
         "started_at": now,
-        "attempts": counted,
+        "attempts": WorklistEntry.attempts + case((let_go, 0), else_=1),
         "claimed_by": claimed_by,
         "lease_expires_at": now + timedelta(seconds=lease_s),
     }
@@ -225,8 +245,27 @@ def claim(
     )
     if not own:
         return []
+    if retry or any(entry.attempts > 1 for entry in own):
+        # The task ran before under ``token`` (a retry, or a redelivery: its worker died):
+        # the batch-mates of its earlier claim are still held under it. They are claimed
+        # again like the own rows (counted when the worker died, their lease renewed, else a
+        # lease keeper could take them over while this task reads them), and none is added.
+        earlier = _claimed(
+            session,
+            update(WorklistEntry)
+            .where(
+                WorklistEntry.claim_token == token,
+                WorklistEntry.status == Status.PROCESSING,
+                WorklistEntry.id.not_in(ids),
+            )
+            .values(taken),
+        )
+        return [*_arrival_order(own), *_arrival_order(earlier)]
+    # A first claim of every own row: ``token`` held nothing before this call (a redelivery
+    # under it would have counted these rows a second time, a retry says so), so what it
+    # holds is what the statements return.
     mates: list[WorklistEntry] = []
-    if batch_size > len(own) and all(entry.attempts <= 1 for entry in own):
+    if batch_size > len(own):
         candidates = (
             select(WorklistEntry.id)
             .where(
@@ -246,18 +285,7 @@ def claim(
             .where(WorklistEntry.status == Status.QUEUED)
             .values(taken),
         )
-    if count_attempt and all(entry.attempts == 1 for entry in own):
-        # A first claim of every own row: ``token`` held nothing before this call (a
-        # redelivery under it would have counted these rows a second time), so what it
-        # holds is what the two statements returned.
-        return [*_arrival_order(own), *_arrival_order(mates)]
-    held = session.scalars(
-        select(WorklistEntry)
-        .where(WorklistEntry.claim_token == token, WorklistEntry.status == Status.PROCESSING)
-        .order_by(WorklistEntry.id.not_in(ids), WorklistEntry.received_at, WorklistEntry.id)
-        .execution_options(populate_existing=True)
-    )
-    return list(held)
+    return [*_arrival_order(own), *_arrival_order(mates)]
 
 
 def _claimed(session: Session, statement: Update) -> list[WorklistEntry]:
@@ -279,15 +307,15 @@ def claim_autocommit(
     *,
     batch_size: int,
     stale_before: datetime,
-    claimed_by: str | None = None,
+    claimed_by: str,
     lease_s: float = DEFAULT_LEASE_S,
-    count_attempt: bool = True,
+    retry: bool = False,
 ) -> list[WorklistEntry]:
     """:func:`claim` in autocommit, outside any transaction, in a session of its own.
 
-    Each of its statements is atomic and repeatable under ``token``, so BEGIN and COMMIT
-    would only add round trips: most tasks of a burst find their row already taken by a
-    batch-mate's task and then cost one statement. Returns detached rows.
+    Each of its statements is atomic, so BEGIN and COMMIT would only add round trips:
+    most tasks of a burst find their row already taken by a batch-mate's task and then cost
+    one statement. Returns detached rows.
     """
     with sessions() as session:
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
@@ -299,13 +327,20 @@ def claim_autocommit(
             stale_before=stale_before,
             claimed_by=claimed_by,
             lease_s=lease_s,
-            count_attempt=count_attempt,
+            retry=retry,
         )
 
 
-def release(session: Session, entry_ids: Sequence[int], token: str) -> list[int]:
+def release(
+    session: Session, entry_ids: Sequence[int], token: str, resend_at: datetime
+) -> list[int]:
     """Give rows that ``token`` holds back to the queue, their last claim not counted as an
-    attempt (they were not tried: their task split a suspect batch). Returns those released."""
+    attempt (they were not tried: their task split a suspect batch). Returns those released.
+
+    The caller sends each a task of its own; ``resend_at`` is when a row still queued is
+    presumed to have lost that task (its sender died first) and a lease keeper sends it
+    again (:mod:`db.leases`): a row tried before is never a batch-mate, so nothing else
+    would pick it up."""
     if not entry_ids:
         return []
     released = session.execute(
@@ -319,32 +354,12 @@ def release(session: Session, entry_ids: Sequence[int], token: str) -> list[int]
             status=Status.QUEUED,
             claim_token=None,
             claimed_by=None,
-            lease_expires_at=None,
+            lease_expires_at=resend_at,
             attempts=WorklistEntry.attempts - 1,
         )
         .returning(WorklistEntry.id)
     )
     return list(released.scalars())
-
-
-def record_scored(
-    session: Session, entry: WorklistEntry, scored: Scored, archived_path: str
-) -> None:
-    _assign(entry, _scored_columns(scored, archived_path, utcnow()))
-
-
-def record_unscored(
-    session: Session,
-    entry: WorklistEntry,
-    status: Status,
-    reason: str,
-    detail: str,
-    archived_path: str,
-) -> None:
-    """Store a rejection (bad input) or a failure (our error); both end in quarantine."""
-    if status not in (Status.REJECTED, Status.FAILED):
-        raise ValueError(f"unscored status must be rejected or failed, got {status}")
-    _assign(entry, _unscored_columns(status, reason, detail, archived_path, utcnow()))
 
 
 @dataclass(frozen=True)
@@ -355,7 +370,7 @@ class Final:
     entry_id: int
     status: Status
     archived_path: str
-    scored: Scored | None = None
+    scored: ScoreValues | None = None
     reason: str | None = None
     detail: str = ""
 
@@ -373,7 +388,7 @@ def record_final(session: Session, token: str, finals: Sequence[Final]) -> list[
     claim token; a row taken over after its lease expired is the other task's). Returns the
     ids stored, in the order given.
 
-    The values of :func:`record_scored` / :func:`record_unscored`, guarded: one cached UPDATE
+    The values of :func:`scored_columns` / :func:`unscored_columns`, guarded: one cached UPDATE
     per kind (scored, unscored) executed for all the batch's rows at once (executemany),
     instead of a SELECT and then an UPDATE per row. Only when fewer rows matched than were
     given (rare: a take-over) does a SELECT ask which.
@@ -385,10 +400,10 @@ def record_final(session: Session, token: str, finals: Sequence[Final]) -> list[
     unscored: list[dict[str, object]] = []
     for final in finals:
         if final.scored is not None:
-            columns = _scored_columns(final.scored, final.archived_path, now)
+            columns = scored_columns(final.scored, final.archived_path, now)
             scored.append({"row_id": final.entry_id, **columns})
         else:
-            columns = _unscored_columns(
+            columns = unscored_columns(
                 final.status, final.reason, final.detail, final.archived_path, now
             )
             unscored.append({"row_id": final.entry_id, **columns})
@@ -416,12 +431,10 @@ def record_final(session: Session, token: str, finals: Sequence[Final]) -> list[
     return [entry_id for entry_id in ids if entry_id in stored]
 
 
-def _assign(entry: WorklistEntry, columns: dict[str, object]) -> None:
-    for name, value in columns.items():
-        setattr(entry, name, value)
-
-
-def _scored_columns(scored: Scored, archived_path: str, finished_at: datetime) -> dict[str, object]:
+def scored_columns(
+    scored: ScoreValues, archived_path: str, finished_at: datetime
+) -> dict[str, object]:
+    """The columns a ``done`` row ends with: the model's result, where its original went."""
     return {
         "status": Status.DONE,
         "probability": scored.probability,
@@ -429,6 +442,7 @@ def _scored_columns(scored: Scored, archived_path: str, finished_at: datetime) -
         "priority": scored.priority,
         "priority_rank": scored.priority_rank,
         "threshold": scored.threshold,
+        "suspect_threshold": scored.suspect_threshold,
         "model_version": scored.model_version,
         "flags": ",".join(sorted(set(scored.flags))),
         "reason": None,
@@ -438,9 +452,10 @@ def _scored_columns(scored: Scored, archived_path: str, finished_at: datetime) -
     }
 
 
-def _unscored_columns(
+def unscored_columns(
     status: Status, reason: str | None, detail: str, archived_path: str, finished_at: datetime
 ) -> dict[str, object]:
+    """The columns a ``rejected`` or ``failed`` row ends with: why, and where its original went."""
     return {
         "status": status,
         "reason": reason,
@@ -484,41 +499,24 @@ def reading_order(
     include_reviewed: bool = False,
     limit: int | None = 50,
 ) -> Sequence[WorklistEntry]:
-    """Rows in the order a radiologist should read them: priority rank (urgent first), then
-    probability (highest first), then arrival (oldest first). Unscored rows come last; none is
-    ever left out for being unscored."""
-    query = select(WorklistEntry)
-    if statuses:
-        query = query.where(WorklistEntry.status.in_(list(statuses)))
-    if since is not None:
-        query = query.where(WorklistEntry.received_at >= since)
-    if until is not None:
-        query = query.where(WorklistEntry.received_at < until)
-    if patient_id is not None:
-        query = query.where(WorklistEntry.patient_id == patient_id)
-    if accession_number is not None:
-        query = query.where(WorklistEntry.accession_number == accession_number)
-    if not include_reviewed:
-        query = query.where(WorklistEntry.reviewed_at.is_(None))
-    query = query.order_by(
-        # NULLS LAST is PostgreSQL's default for ASC and matches the index; a NULL rank means
-        # unscored, and then probability is NULL too, so probability needs no NULLS clause.
-        WorklistEntry.priority_rank.asc().nulls_last(),
-        WorklistEntry.probability.desc(),
-        WorklistEntry.received_at.asc(),
-        WorklistEntry.id.asc(),
+    """The images of the reading list (:func:`db.reading.reading_list`), entry by entry in
+    reading order, then those listed apart: at most ``limit`` images. None is ever left out
+    for being unscored; callers that show entries use :mod:`db.reading` itself."""
+    scope = Scope.of(
+        statuses=statuses,
+        since=since,
+        until=until,
+        patient_id=patient_id,
+        accession_number=accession_number,
+        include_reviewed=include_reviewed,
     )
-    if limit is not None:
-        query = query.limit(limit)
-    return session.scalars(query).all()
+    images = reading_list(session, scope, limit=limit, count=False).images
+    return images if limit is None else images[:limit]
 
 
 def next_to_read(session: Session, after_id: int) -> WorklistEntry | None:
-    """The first unreviewed row in reading order other than ``after_id``."""
-    for entry in reading_order(session, limit=2):
-        if entry.id != after_id:
-            return entry
-    return None
+    """:func:`db.reading.next_to_read`: the leading image of the next entry to read."""
+    return reading.next_to_read(session, after_id)
 
 
 def counts_by_status(session: Session) -> dict[Status, int]:

@@ -1,4 +1,5 @@
-"""The drift counts: added with one upsert per bin, read back per day and model version."""
+"""The drift counts: added with one upsert per bin, read back per day and model version, and
+pooled over the drift watch's window."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.drift import add_counts, counts_since
+from db.drift_counts import WINDOW_DAYS, add_counts, counts_since, window_counts
+from db.models import utcnow
 
 TODAY = date(2026, 11, 29)
 
@@ -73,3 +75,26 @@ def test_batches_of_any_size_add_with_one_cached_statement(
         ("priority", 0): 3,
         ("content", 4): 1,
     }
+
+
+def test_the_window_pools_the_last_seven_days_of_one_model(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Today and the six days before it count, the seventh day back does not; another
+    model's counts never mix in. The worker and the review page both read this window."""
+    today = utcnow().date()
+    with sessions.begin() as session:
+        add_counts(session, today, "m-1", {("score", 3): 1, ("priority", 0): 1})
+        add_counts(session, today - timedelta(days=6), "m-1", {("score", 3): 2})
+        add_counts(session, today - timedelta(days=7), "m-1", {("score", 3): 40})
+        add_counts(session, today, "m-2", {("score", 3): 50})
+    with sessions() as session:
+        window = window_counts(session, "m-1")
+        two_days = window_counts(session, "m-1", days=2)
+    assert WINDOW_DAYS == 7
+    assert (window.first_day, window.days) == (today - timedelta(days=6), 7)
+    assert window.bins == {("score", 3): 3, ("priority", 0): 1}
+    assert (two_days.first_day, two_days.bins) == (
+        today - timedelta(days=1),
+        {("score", 3): 1, ("priority", 0): 1},
+    )

@@ -1,4 +1,9 @@
-"""The drift watch's counts: add a batch's histogram bins, read a window of days.
+"""The drift watch's counts (the ``drift_count`` table) and its window: add a batch's
+histogram bins, read the last :data:`WINDOW_DAYS` days as one set of counts.
+
+The window is defined here, once, because both readers of it (the worker's drift watch,
+:mod:`worker.drift_watch`, and the review page's header, :mod:`web.drift_header`) may
+import ``db`` but not each other. The statistics over a window are :mod:`model.drift`'s.
 
 Session first, never commits (the pipeline stores the counts in the same transaction as
 the rows they count, so a retried task cannot count twice).
@@ -6,17 +11,31 @@ the rows they count, so a retried task cannot count twice).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import DriftCount
+from db.models import DriftCount, utcnow
 
 #: ``(measure, bin) -> count``
 Bins = Mapping[tuple[str, int], int]
+
+#: The drift watch's window: the last 7 UTC days, today included.
+WINDOW_DAYS = 7
+
+
+@dataclass(frozen=True)
+class CountWindow:
+    """One model's counts over ``days`` UTC days from ``first_day`` on, pooled."""
+
+    first_day: date
+    days: int
+    bins: Counter[tuple[str, int]]
 
 
 def add_counts(session: Session, day: date, model_version: str, bins: Bins) -> None:
@@ -50,3 +69,12 @@ def counts_since(
     for row in session.scalars(query):
         result.setdefault((row.day, row.model_version), {})[(row.measure, row.bin)] = row.count
     return result
+
+
+def window_counts(session: Session, model_version: str, days: int = WINDOW_DAYS) -> CountWindow:
+    """The last ``days`` UTC days (today included) of ``model_version``'s counts, as one."""
+    first_day = utcnow().date() - timedelta(days=days - 1)
+    bins: Counter[tuple[str, int]] = Counter()
+    for day_bins in counts_since(session, first_day, model_version).values():
+        bins.update(day_bins)
+    return CountWindow(first_day, days, bins)
