@@ -10,7 +10,6 @@ Only then may pydicom inflate it, to a size now known to be bounded.
 
 from __future__ import annotations
 
-import struct
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from ingest.errors import IngestError, Reason
+from ingest.errors import TRUNCATED_READ_ERRORS, IngestError, Reason
 from ingest.limits import MAX_INFLATED_BYTES
 
 #: Compressed bytes read per step, and the most inflated bytes produced per step.
@@ -38,7 +37,7 @@ def check_deflated_size(path: Path, max_inflated_bytes: int = MAX_INFLATED_BYTES
         try:
             read_preamble(stream, force=True)
             meta = _read_file_meta_info(stream)
-        except (InvalidDicomError, EOFError, ValueError, KeyError, struct.error, OSError):
+        except (InvalidDicomError, *TRUNCATED_READ_ERRORS, ValueError, KeyError, OSError):
             return None
         if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
             return None

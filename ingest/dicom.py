@@ -13,8 +13,6 @@ guess the model was never trained for.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,29 +33,14 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from ingest.codestream import MAX_JP2_BOXES, codestream_size, is_jp2
+from ingest.codestream import CodestreamError, TruncatedCodestreamError, is_jp2, read_frame_header
 from ingest.deflate import check_deflated_size
-from ingest.errors import IngestError, Reason
+from ingest.errors import LIBRARY_ERRORS, TRUNCATED_READ_ERRORS, IngestError, Reason
 from ingest.limits import MAX_FILE_BYTES, MAX_PIXELS, check_pixel_count, checked_file_size
 from ingest.sniff import Sniffed
 
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
 _UNDEFINED_LENGTH = 0xFFFFFFFF
-#: Errors that pydicom and its plugins raise on broken input; each becomes a Reason.
-LIBRARY_ERRORS = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    LookupError,
-    OverflowError,
-    NotImplementedError,
-    RuntimeError,
-    UnicodeError,
-    zlib.error,
-    struct.error,
-)
 _UNCOMPRESSED = frozenset(
     {
         ImplicitVRLittleEndian,
@@ -90,7 +73,7 @@ def _read(
         ds = dcmread(path, stop_before_pixels=stop_before_pixels, force=not sniffed.has_preamble)
     except InvalidDicomError as exc:
         raise IngestError(Reason.NOT_DICOM, "The file is not a parseable DICOM dataset.") from exc
-    except (EOFError, struct.error) as exc:
+    except TRUNCATED_READ_ERRORS as exc:
         raise IngestError(Reason.TRUNCATED, "The file ends inside the DICOM header.") from exc
     except MemoryError as exc:
         raise IngestError(Reason.TOO_LARGE, "The DICOM header does not fit in memory.") from exc
@@ -236,33 +219,53 @@ def check_codestream(
             f"The encapsulated (7FE0,0010) Pixel Data cannot be split into "
             f"frames ({type(exc).__name__}).",
         ) from exc
-    size = codestream_size(first)
-    if size is None and is_jp2(first):
+    check_frame_header(first, rows, columns, samples, max_pixels)
+
+
+def check_frame_header(
+    first: bytes, rows: int, columns: int, samples: int, max_pixels: int = MAX_PIXELS
+) -> None:
+    """:func:`check_codestream` on the first bytes of the first frame (the frame header is
+    within its first kilobytes): what a reader that holds only those bytes can check, such
+    as the DICOM receiver before it answers a C-STORE.
+
+    The frame header is read by :func:`ingest.codestream.read_frame_header`, the one reader
+    the fast decode (:mod:`ingest.reduced`) uses too. Markers that no decoder makes an image
+    of (two frame headers, SOS before one, a JP2 without a reachable codestream box) are
+    ``corrupt`` here, before a decoder that reads them differently allocates for them.
+    """
+    try:
+        header = read_frame_header(first)
+    except TruncatedCodestreamError as exc:
+        if not is_jp2(first):
+            return  # no frame header in these bytes: nothing a decoder could size an image by
         # A JP2 file whose codestream box cannot be found by walking its boxes: what the
         # decoder would allocate cannot be bounded, so it never sees the file.
         raise IngestError(
-            Reason.CORRUPT,
-            "The JPEG 2000 (JP2) frame has no codestream box starting with SOC SIZ within its "
-            f"first {MAX_JP2_BOXES} boxes.",
-        )
-    if size is None:
-        return  # RLE, or no frame header found: the decoder's own checks apply
-    stream_rows = size.rows or rows  # JPEG: 0 lines means a DNL marker sets them later
-    count = stream_rows * size.columns * max(size.components, 1)
+            Reason.CORRUPT, f"The JPEG 2000 (JP2) frame's codestream cannot be found: {exc}"
+        ) from exc
+    except CodestreamError as exc:
+        raise IngestError(
+            Reason.CORRUPT, f"The {exc.format} codestream cannot be read: {exc}"
+        ) from exc
+    if header is None:
+        return  # RLE, or not a JPEG or JPEG 2000 stream: the decoder's own checks apply
+    stream_rows = header.rows or rows  # JPEG: 0 lines means a DNL marker sets them later
+    count = stream_rows * header.columns * max(header.components, 1)
     if count > max_pixels:
         raise IngestError(
             Reason.TOO_LARGE,
-            f"The {size.format} codestream's frame header says {stream_rows} x {size.columns} "
-            f"px x {size.components} components = {count:,} values, over the {max_pixels:,} "
-            "limit (decompression bomb guard; the DICOM header said "
+            f"The {header.format} codestream's frame header says {stream_rows} x "
+            f"{header.columns} px x {header.components} components = {count:,} values, over "
+            f"the {max_pixels:,} limit (decompression bomb guard; the DICOM header said "
             f"{rows} x {columns}).",
         )
-    if (stream_rows, size.columns, size.components) != (rows, columns, samples):
+    if (stream_rows, header.columns, header.components) != (rows, columns, samples):
         raise IngestError(
             Reason.CORRUPT,
             f"(0028,0010) Rows, (0028,0011) Columns and (0028,0002) Samples per Pixel say "
-            f"{rows} x {columns} x {samples}; the {size.format} codestream says "
-            f"{stream_rows} x {size.columns} x {size.components}.",
+            f"{rows} x {columns} x {samples}; the {header.format} codestream says "
+            f"{stream_rows} x {header.columns} x {header.components}.",
         )
 
 

@@ -1,6 +1,6 @@
 """What the model may score, decided from the header alone (BRIEF.md section 4).
 
-Each rule is a named check ``(ImageMetadata) -> Finding | None``; :data:`RULES` holds them
+Each rule is a named check ``(ImageMetadata) -> CheckFinding | None``; :data:`RULES` holds them
 in the order their reasons are reported, and the tables below hold every accepted or
 rejected value, so a site can read the policy in one screen. Being ineligible is an
 outcome (stored with its reason), not an exception; :func:`ingest.loading.load_scorable`
@@ -42,12 +42,18 @@ FRONTAL_VIEWS = frozenset({"PA", "AP"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT"})
 #: Patient ages of the training data, in years: [low, high). "5 years" is 5.0-5.99.
 TRAINING_AGE_YEARS = (1.0, 6.0)
+#: From this age the header says an adult: a population the model never saw and whose
+#: films it cannot be shown to read (README, "Knowing when not to trust the score"); the
+#: worker does not score them (``worker.population``). Children outside 1-5 are scored and
+#: flagged.
+ADULT_AGE_YEARS = 18.0
 #: (0028,0004) values scored as they are, and those converted to grey (and flagged).
 GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
 COLOR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
 
 # Flags: stable snake_case strings stored with the worklist row.
 AGE_OUTSIDE_TRAINING_RANGE = "age_outside_training_range"
+ADULT_BY_HEADER_AGE = "adult_by_header_age"
 AGE_UNKNOWN = "age_unknown"
 ELIGIBILITY_UNVERIFIED = "eligibility_unverified"
 MISSING_VIEW_POSITION = "missing_view_position"
@@ -56,7 +62,7 @@ COLOR_CONVERTED = "color_converted"
 
 
 @dataclass(frozen=True)
-class Finding:
+class CheckFinding:
     """What one check found: a rejection (reason and a sentence) or a flag."""
 
     reason: Reason | None = None
@@ -65,7 +71,7 @@ class Finding:
 
     def __post_init__(self) -> None:
         if (self.reason is None) == (self.flag is None):
-            raise ValueError("a Finding is either a rejection or a flag")
+            raise ValueError("a CheckFinding is either a rejection or a flag")
         if self.reason is not None and not self.message:
             raise ValueError("a rejection needs a sentence for the PACS administrator")
 
@@ -90,23 +96,23 @@ class Eligibility:
             raise ValueError("each reason needs its message")
 
 
-Check = Callable[[ImageMetadata], Finding | None]
+Check = Callable[[ImageMetadata], CheckFinding | None]
 
 
-def _reject(reason: Reason, message: str) -> Finding:
-    return Finding(reason=reason, message=message)
+def _reject(reason: Reason, message: str) -> CheckFinding:
+    return CheckFinding(reason=reason, message=message)
 
 
-def _flag(flag: str) -> Finding:
-    return Finding(flag=flag)
+def _flag(flag: str) -> CheckFinding:
+    return CheckFinding(flag=flag)
 
 
-def check_header_present(md: ImageMetadata) -> Finding | None:
+def check_header_present(md: ImageMetadata) -> CheckFinding | None:
     """JPEG/PNG carry no header: nothing below can be verified."""
     return None if md.kind is SourceKind.DICOM else _flag(ELIGIBILITY_UNVERIFIED)
 
 
-def check_sop_class(md: ImageMetadata) -> Finding | None:
+def check_sop_class(md: ImageMetadata) -> CheckFinding | None:
     """(0008,0016) SOP Class UID: CR or DX for presentation (Modality when the UID is absent)."""
     if md.kind is not SourceKind.DICOM:
         return None
@@ -127,7 +133,7 @@ def check_sop_class(md: ImageMetadata) -> Finding | None:
     )
 
 
-def check_modality(md: ImageMetadata) -> Finding | None:
+def check_modality(md: ImageMetadata) -> CheckFinding | None:
     """(0008,0060) Modality: CR or DX; an absent value is left to the SOP class."""
     if md.kind is not SourceKind.DICOM or md.modality is None:
         return None
@@ -139,7 +145,7 @@ def check_modality(md: ImageMetadata) -> Finding | None:
     )
 
 
-def check_presentation_intent(md: ImageMetadata) -> Finding | None:
+def check_presentation_intent(md: ImageMetadata) -> CheckFinding | None:
     """(0008,0068) Presentation Intent Type FOR PROCESSING is raw detector data."""
     if md.presentation_intent_type == FOR_PROCESSING:
         return _reject(
@@ -150,7 +156,7 @@ def check_presentation_intent(md: ImageMetadata) -> Finding | None:
     return None
 
 
-def check_image_pixel_module(md: ImageMetadata) -> Finding | None:
+def check_image_pixel_module(md: ImageMetadata) -> CheckFinding | None:
     """(0028,0010) Rows and (0028,0011) Columns: an image has them; a report does not."""
     if md.kind is SourceKind.DICOM and (md.rows is None or md.columns is None):
         return _reject(
@@ -161,7 +167,7 @@ def check_image_pixel_module(md: ImageMetadata) -> Finding | None:
     return None
 
 
-def check_frames(md: ImageMetadata) -> Finding | None:
+def check_frames(md: ImageMetadata) -> CheckFinding | None:
     """(0028,0008) Number of Frames: one (see the frame rule in ingest.dicom)."""
     if md.number_of_frames is not None and md.number_of_frames > 1:
         return _reject(
@@ -171,7 +177,7 @@ def check_frames(md: ImageMetadata) -> Finding | None:
     return None
 
 
-def check_photometric(md: ImageMetadata) -> Finding | None:
+def check_photometric(md: ImageMetadata) -> CheckFinding | None:
     """(0028,0004) Photometric Interpretation: grey as is, RGB/YBR converted and flagged."""
     value = md.photometric_interpretation
     if md.kind is not SourceKind.DICOM or value is None or value in GREY_PHOTOMETRICS:
@@ -184,7 +190,7 @@ def check_photometric(md: ImageMetadata) -> Finding | None:
     )
 
 
-def check_body_part(md: ImageMetadata) -> Finding | None:
+def check_body_part(md: ImageMetadata) -> CheckFinding | None:
     """(0018,0015) Body Part Examined: CHEST (or THORAX); empty is scored and flagged."""
     if md.kind is not SourceKind.DICOM:
         return None
@@ -197,7 +203,7 @@ def check_body_part(md: ImageMetadata) -> Finding | None:
     )
 
 
-def check_view_position(md: ImageMetadata) -> Finding | None:
+def check_view_position(md: ImageMetadata) -> CheckFinding | None:
     """(0018,5101) View Position: PA or AP; laterals and other views are rejected."""
     if md.kind is not SourceKind.DICOM:
         return None
@@ -218,7 +224,7 @@ def check_view_position(md: ImageMetadata) -> Finding | None:
     )
 
 
-def check_patient_age(md: ImageMetadata) -> Finding | None:
+def check_patient_age(md: ImageMetadata) -> CheckFinding | None:
     """Patient age in the 1-5 year training range; outside or unknown is flagged."""
     if md.kind is not SourceKind.DICOM:
         return None
@@ -228,6 +234,15 @@ def check_patient_age(md: ImageMetadata) -> Finding | None:
     if not low <= md.patient_age_years < high:
         return _flag(AGE_OUTSIDE_TRAINING_RANGE)
     return None
+
+
+def check_adult(md: ImageMetadata) -> CheckFinding | None:
+    """An adult by the header's age (or birth date): flagged here, not scored by the worker
+    once the pixels show a chest radiograph (an adult's film of something else is named
+    for what it is, ``not_chest_radiograph``)."""
+    if md.kind is not SourceKind.DICOM or md.patient_age_years is None:
+        return None
+    return _flag(ADULT_BY_HEADER_AGE) if md.patient_age_years >= ADULT_AGE_YEARS else None
 
 
 #: The checks, in the order their reasons are reported.
@@ -242,6 +257,7 @@ RULES: tuple[Check, ...] = (
     check_body_part,
     check_view_position,
     check_patient_age,
+    check_adult,
 )
 
 

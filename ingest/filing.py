@@ -5,6 +5,12 @@ atomic rename; across filesystems (inbox on a share, archive on local disk) the 
 copied to a hidden temporary name, flushed, renamed into place, and only then is the source
 removed. Quarantined files get a JSON sidecar (``<name>.json``, one :class:`Sidecar`) that a
 PACS administrator can read; it holds no patient-identifying values.
+
+Archived and quarantined files are named by content hash, never by the sender's file name:
+senders put patient names in file names (issue 20). The original name is kept only in the
+worklist row (``source_name``), which is protected like the rest of the worklist. A filed
+file gets the process's file mode (``0666`` less the umask: ``0600`` by default, see
+``CXR_UMASK``), not the mode the sender gave it on the share.
 """
 
 from __future__ import annotations
@@ -12,18 +18,23 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 SIDECAR_SUFFIX = ".json"
-#: Most bytes of an original's own name kept in an archive or quarantine name. NAME_MAX is
-#: 255 bytes on every filesystem we target; the name gains ``<sha256[:16]>_`` (17), a
-#: ``-NNNN`` counter (5), the sidecar's ``.json`` (5) and the temporary ``.`` and
-#: ``.partial`` (9) around it: 200 + 36 leaves room to spare.
+#: Most bytes of a name :func:`safe_name` keeps (a non-UTF-8 name renamed in the inbox).
+#: NAME_MAX is 255 bytes on every filesystem we target: 200 leaves room for a ``-NNNN``
+#: counter and the temporary ``.`` and ``.partial`` around it.
 MAX_NAME_BYTES = 200
+#: The one part of the sender's name a filed file keeps: a short alphanumeric extension.
+EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 
 class FilingError(OSError):
@@ -41,7 +52,8 @@ class Sidecar:
 
     reason: str  # the quarantine folder: an ingest.errors.Reason value, or "duplicate"
     detail: str | None  # a sentence for a person, without patient data
-    source_name: str  # the file's name below the inbox
+    _: KW_ONLY
+    # No file name: the sender's name may carry the patient's; the row keeps it.
     file_sha256: str | None = None  # None: never read (a symlink or special file)
     worklist_id: int | None = None
     status: str | None = None  # the row's final status
@@ -62,16 +74,17 @@ class Sidecar:
 
 
 def archive_destination(archive: Path, received: datetime, sha256: str, name: str) -> Path:
-    """``archive/YYYY/MM/DD/<sha256[:16]>_<name>``: dated for retention jobs, and the hash
-    prefix keeps two different files with one name apart."""
-    return archive / received.strftime("%Y/%m/%d") / f"{sha256[:16]}_{_basename(name)}"
+    """``archive/YYYY/MM/DD/<sha256[:16]>.<ext>``: dated for retention jobs, named by content
+    (``name`` gives only its extension, e.g. ``.dcm``)."""
+    return archive / received.strftime("%Y/%m/%d") / f"{sha256[:16]}{_extension(name)}"
 
 
-def quarantine_destination(quarantine: Path, reason: str, sha256: str, name: str) -> Path:
-    """``quarantine/<reason>/<sha256[:16]>_<name>``."""
+def quarantine_destination(quarantine: Path, reason: str, key: str, name: str) -> Path:
+    """``quarantine/<reason>/<key[:16]>.<ext>``; ``key`` is the content hash, or a random
+    hex token for a file that is never read (a symlink)."""
     if not reason or "/" in reason or reason.startswith("."):
         raise ValueError(f"reason {reason!r} is not a folder name")
-    return quarantine / reason / f"{sha256[:16]}_{_basename(name)}"
+    return quarantine / reason / f"{key[:16]}{_extension(name)}"
 
 
 def sidecar_path(destination: Path) -> Path:
@@ -87,23 +100,50 @@ def move_into_place(source: Path, destination: Path) -> Path:
     target = _free_name(destination)
     try:
         source.rename(target)
-        return target
     except OSError as error:
         if error.errno != errno.EXDEV:  # another filesystem: copy, then remove
             raise FilingError(
                 f"cannot move a file into {target.parent}: {error.strerror}"
             ) from error
+    else:
+        _settle_mode(target)
+        return target
     partial = target.with_name(f".{target.name}.partial")
     try:
         shutil.copy2(source, partial, follow_symlinks=False)
         with partial.open("rb") as copied:
             os.fsync(copied.fileno())
+        _settle_mode(partial)
         partial.rename(target)
         source.unlink()
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise FilingError(f"cannot copy a file into {target.parent}: {error.strerror}") from error
     return target
+
+
+def _settle_mode(path: Path) -> None:
+    """Give a moved file the mode a file created here would get (a rename keeps the
+    sender's, often 0644). A symlink is left alone: chmod would follow it."""
+    if path.is_symlink():
+        return
+    try:
+        path.chmod(0o666 & ~process_umask())
+    except OSError as error:  # filed all the same; the name is not logged (it may be PHI)
+        log.warning("a filed file keeps its mode: %s", error.strerror)
+
+
+def process_umask() -> int:
+    """The process's file creation mask, read without changing it (``os.umask`` can only
+    be read by setting it, which races with other threads)."""
+    try:
+        with Path("/proc/self/status").open() as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o077  # cannot tell: the strictest the settings allow by default
 
 
 def rename_to_utf8(path: Path, inbox: Path) -> Path:
@@ -178,6 +218,7 @@ def safe_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     return f"{start}~{hashlib.sha256(raw).hexdigest()[:8]}{suffix}"
 
 
-def _basename(name: str) -> str:
-    base = Path(name).name
-    return safe_name(base) if base and not base.startswith(".") else "unnamed"
+def _extension(name: str) -> str:
+    """The extension of the sender's name, lower case, if it is a short alphanumeric one."""
+    suffix = Path(name).suffix
+    return suffix.lower() if EXTENSION.fullmatch(suffix) else ""

@@ -69,11 +69,6 @@ def photometric_interpretation(ds: Dataset) -> str:
     return str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
 
 
-def is_color(ds: Dataset) -> bool:
-    """True for the colour photometric interpretations that :func:`color_to_luma` handles."""
-    return photometric_interpretation(ds) in _COLOR_PHOTOMETRICS
-
-
 def is_supported_photometric(value: str) -> bool:
     """True for grey and RGB/YBR photometric interpretations; PALETTE COLOR etc. are not."""
     return value in _GREY_PHOTOMETRICS or value in _COLOR_PHOTOMETRICS

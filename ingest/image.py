@@ -55,6 +55,7 @@ class ImageMetadata:
     study_time: time | None = None
     institution_name: str | None = None
     manufacturer: str | None = None
+    study_description: str | None = None  # (0008,1030), shown to the reader
 
     def __post_init__(self) -> None:
         if len(self.file_sha256) != 64:

@@ -62,6 +62,7 @@ def dicom_metadata(
         study_time=parse_tm(_raw_text(ds, "StudyTime")),
         institution_name=_text(ds, "InstitutionName"),
         manufacturer=_text(ds, "Manufacturer"),
+        study_description=_text(ds, "StudyDescription"),
         **uids,
     )
 

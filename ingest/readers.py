@@ -11,15 +11,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.dataset import Dataset
+
 from ingest.blank import check_display_levels, check_rescale
 from ingest.dicom import (
-    LIBRARY_ERRORS,
     decode_frame,
     read_dataset,
     read_dataset_header,
     transfer_syntax,
 )
-from ingest.errors import IngestError, Reason
+from ingest.errors import LIBRARY_ERRORS, IngestError, Reason
 from ingest.greylevels import (
     is_supported_photometric,
     photometric_interpretation,
@@ -73,9 +74,10 @@ def _dicom_header(path: Path, sniffed: Sniffed, sha256: str) -> ImageMetadata:
     return dicom_metadata(ds, path, sha256, str(uid) if uid else None)
 
 
-def _dicom_pixels(
-    path: Path, sniffed: Sniffed, metadata: ImageMetadata, min_side: int | None
-) -> SourceImage:
+def dicom_dataset(path: Path, sniffed: Sniffed, metadata: ImageMetadata) -> Dataset:
+    """The whole dataset of a DICOM whose header was read, after the checks every decode
+    of its pixels needs first (claimed size, photometric interpretation, rescale). Shared
+    by :func:`read_image` and the viewer's :func:`ingest.stored.read_stored`."""
     if metadata.rows is not None and metadata.columns is not None:
         # Bound the claimed size from the header before Pixel Data is read into memory.
         check_pixel_count(metadata.rows, metadata.columns, 1, metadata.number_of_frames or 1)
@@ -87,6 +89,13 @@ def _dicom_pixels(
             f"(0028,0004) Photometric Interpretation '{photometric}' is not supported.",
         )
     check_rescale(ds)  # a slope of 0 or NaN makes any picture blank: refuse before decoding
+    return ds
+
+
+def _dicom_pixels(
+    path: Path, sniffed: Sniffed, metadata: ImageMetadata, min_side: int | None
+) -> SourceImage:
+    ds = dicom_dataset(path, sniffed, metadata)
     decision = None
     if min_side is None:
         frame = decode_frame(ds)

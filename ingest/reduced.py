@@ -42,6 +42,11 @@ about 9 ms for 5 Mpx against 9-23 ms for the pipeline over them, one core), iden
 the full path pixel for pixel. The probability
 agrees with the full decode within 0.02 (tests/ingest/test_reduced_model.py).
 
+The decoders are a table keyed by transfer syntax (:data:`FAST_DECODERS`, as pydicom keeps
+one decoder per transfer syntax in ``pydicom.pixels.decoders``); each says which frame
+headers it decodes. The codestream's frame header (size, components, precision, sign,
+JPEG 2000 levels) comes from :func:`ingest.codestream.read_frame_header`, the reader the
+bomb guard uses too, so the decode chosen here is sized by the bytes the guard measured.
 The fast paths cover the common case only: one sample per pixel, unsigned, and a
 codestream whose size and precision match (0028,0010/0011/0101). Anything else, and any
 error of a fast decoder, falls back to :func:`ingest.dicom.decode_frame`, which names
@@ -52,8 +57,9 @@ the reason when the pixels really are broken. Full resolution (``read_image`` wi
 from __future__ import annotations
 
 import io
-import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 import numpy as np
 from PIL import Image
@@ -74,9 +80,9 @@ from pydicom.uid import (
 )
 from pydicom.uid import JPEGLossless as JPEGLosslessP14
 
-from ingest.codestream import j2k_codestream_start
-from ingest.dicom import LIBRARY_ERRORS, check_decodable, decode_frame, transfer_syntax
-from ingest.errors import IngestError
+from ingest.codestream import CodestreamError, FrameHeader, read_frame_header
+from ingest.dicom import check_decodable, decode_frame, transfer_syntax
+from ingest.errors import LIBRARY_ERRORS, IngestError
 from ingest.greylevels import (
     VoiPath,
     choose_voi,
@@ -93,28 +99,12 @@ try:  # a runtime dependency; tolerated missing so a slim install still decodes 
 except ImportError:  # pragma: no cover - exercised only where imagecodecs is absent
     imagecodecs = None  # type: ignore[assignment]
 
-_J2K = frozenset({JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
-_JPEG_DCT = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
-_JPEG_LOSSLESS = frozenset({JPEGLosslessP14, JPEGLosslessSV1})
-_JPEG_LS = frozenset({JPEGLSLossless, JPEGLSNearLossless})
 #: The DCT scales libjpeg offers through Pillow's ``draft`` (1/1, 1/2, 1/4, 1/8 per side).
 _DCT_SCALES = (8, 4, 2, 1)
 _GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
 #: Largest distance (display grey levels of 255) from a straight line at which the
 #: grey-level pipeline still counts as affine for :func:`reduction_commutes`.
 AFFINE_TOLERANCE = 0.5
-
-
-@dataclass(frozen=True)
-class CodestreamInfo:
-    """What a JPEG or JPEG 2000 codestream says about itself (SOFn or SIZ + COD)."""
-
-    rows: int
-    columns: int
-    components: int
-    precision: int
-    signed: bool = False
-    levels: int = 0  # JPEG 2000 decomposition levels (COD); 0 for JPEG
 
 
 def decode_for_model(
@@ -132,10 +122,11 @@ def decode_for_model(
     check_decodable(ds, max_pixels)
     uid = transfer_syntax(ds)
     rows, columns = int(ds.Rows), int(ds.Columns)
-    if uid is not None and _fast_path_applies(ds):
+    decoder = None if uid is None else FAST_DECODERS.get(uid)
+    if decoder is not None and _fast_path_applies(ds):
         try:
-            result = _fast_decode(ds, uid, rows, columns, min_side)
-        except (*LIBRARY_ERRORS, OSError, struct.error, SyntaxError, Image.DecompressionBombError):
+            result = _fast_decode(decoder, ds, rows, columns, min_side)
+        except (*LIBRARY_ERRORS, OSError, SyntaxError, Image.DecompressionBombError):
             result = None  # a broken codestream: pydicom's decoder names the reason below
         if result is not None:
             frame, method = result
@@ -234,57 +225,128 @@ def _fast_path_applies(ds: Dataset) -> bool:
 
 
 def _fast_decode(
-    ds: Dataset, uid: UID, rows: int, columns: int, min_side: int
+    decoder: FastDecoder, ds: Dataset, rows: int, columns: int, min_side: int
 ) -> tuple[np.ndarray, str] | None:
-    """The fast path for ``uid``, or None when none applies to this codestream."""
-    if uid not in _J2K | _JPEG_DCT | _JPEG_LOSSLESS | _JPEG_LS:
-        return None
+    """``decoder`` on the frame of ``ds``, or None when it does not apply to this codestream."""
     codestream = get_frame(ds.PixelData, 0, number_of_frames=1)
-    bits_stored = int(ds.get("BitsStored") or 0)
-    if uid in _J2K:
-        info = j2k_info(codestream)
-        if info is None or not _matches(info, rows, columns, bits_stored) or info.signed:
-            return None
-        reduce = 0
-        if reduction_commutes(ds, info.precision):
-            reduce = reduction_levels(min(rows, columns), min_side, info.levels)
-        while reduce and not (
-            _pillow_rounds_up(rows, reduce) and _pillow_rounds_up(columns, reduce)
-        ):
-            reduce -= 1
-        frame = decode_j2k(codestream, reduce, info.precision)
-        if frame.shape != (_reduced(rows, reduce), _reduced(columns, reduce)):
-            return None
-        return frame, f"jpeg2000 reduce={reduce} (openjpeg)"
-    info = jpeg_info(codestream)
-    if info is None or not _matches(info, rows, columns, bits_stored):
+    try:
+        header = read_frame_header(codestream)
+    except CodestreamError:
+        return None  # check_decodable has judged these markers; pydicom names any fault
+    if header is None or header.marker_name not in decoder.frame_headers:
+        return None  # not what the transfer syntax says: pydicom decodes what it is
+    if not _matches(header, rows, columns, int(ds.get("BitsStored") or 0)):
         return None
-    if uid in _JPEG_DCT and info.precision == 8:
-        scale = dct_scale(min(rows, columns), min_side) if reduction_commutes(ds, 8) else 1
-        scaled = decode_jpeg_scaled(codestream, rows, columns, scale)
-        if scaled is None:
-            return None
-        return scaled, f"jpeg dct scale=1/{scale} (libjpeg-turbo)"
-    if imagecodecs is None:
-        return None
-    if uid in _JPEG_LS:
-        frame = np.asarray(imagecodecs.jpegls_decode(codestream))
-        method = "jpeg-ls full (charls)"
-    else:
-        frame = np.asarray(imagecodecs.jpeg8_decode(codestream))
-        method = "jpeg full (libjpeg-turbo)"
-    if frame.shape != (rows, columns):
-        return None
-    return frame, method
+    return decoder.decode(ds, codestream, header, min_side)
 
 
-def _matches(info: CodestreamInfo, rows: int, columns: int, bits_stored: int) -> bool:
+def _matches(header: FrameHeader, rows: int, columns: int, bits_stored: int) -> bool:
     """The codestream describes the image the header describes (else pydicom decides)."""
     return (
-        (info.rows, info.columns) == (rows, columns)
-        and info.components == 1
-        and info.precision == bits_stored
+        (header.rows, header.columns) == (rows, columns)
+        and header.components == 1
+        and header.precision == bits_stored
     )
+
+
+def _decode_jpeg2000(
+    ds: Dataset, codestream: bytes, header: FrameHeader, min_side: int
+) -> tuple[np.ndarray, str] | None:
+    """OpenJPEG (Pillow) at the most ``reduce`` levels the grey levels and Pillow allow."""
+    if header.signed or header.levels is None:
+        return None
+    rows, columns = header.rows, header.columns
+    reduce = 0
+    if reduction_commutes(ds, header.precision):
+        reduce = reduction_levels(min(rows, columns), min_side, header.levels)
+    while reduce and not (_pillow_rounds_up(rows, reduce) and _pillow_rounds_up(columns, reduce)):
+        reduce -= 1
+    frame = decode_j2k(codestream, reduce, header.precision)
+    if frame.shape != (_reduced(rows, reduce), _reduced(columns, reduce)):
+        return None
+    return frame, f"jpeg2000 reduce={reduce} (openjpeg)"
+
+
+def _decode_jpeg_dct(
+    ds: Dataset, codestream: bytes, header: FrameHeader, min_side: int
+) -> tuple[np.ndarray, str] | None:
+    """8-bit: libjpeg-turbo's DCT scaling (Pillow ``draft``); 12-bit: libjpeg-turbo in full."""
+    if header.precision != 8:
+        return _decode_libjpeg_turbo(ds, codestream, header, min_side)
+    rows, columns = header.rows, header.columns
+    scale = dct_scale(min(rows, columns), min_side) if reduction_commutes(ds, 8) else 1
+    scaled = decode_jpeg_scaled(codestream, rows, columns, scale)
+    if scaled is None:
+        return None
+    return scaled, f"jpeg dct scale=1/{scale} (libjpeg-turbo)"
+
+
+def _decode_libjpeg_turbo(
+    ds: Dataset, codestream: bytes, header: FrameHeader, min_side: int
+) -> tuple[np.ndarray, str] | None:
+    """libjpeg-turbo 3 (imagecodecs ``jpeg8_decode``), full size: lossless and 12-bit."""
+    if imagecodecs is None:
+        return None
+    frame = np.asarray(imagecodecs.jpeg8_decode(codestream))
+    return _full_size(frame, header, "jpeg full (libjpeg-turbo)")
+
+
+def _decode_charls(
+    ds: Dataset, codestream: bytes, header: FrameHeader, min_side: int
+) -> tuple[np.ndarray, str] | None:
+    """CharLS (imagecodecs ``jpegls_decode``), full size."""
+    if imagecodecs is None:
+        return None
+    frame = np.asarray(imagecodecs.jpegls_decode(codestream))
+    return _full_size(frame, header, "jpeg-ls full (charls)")
+
+
+def _full_size(
+    frame: np.ndarray, header: FrameHeader, method: str
+) -> tuple[np.ndarray, str] | None:
+    return (frame, method) if frame.shape == (header.rows, header.columns) else None
+
+
+#: ``(ds, codestream, frame header, min_side) -> (stored values, decision)``, or None when
+#: the decoder does not apply after all (pydicom then decodes the frame in full).
+FastDecode = Callable[[Dataset, bytes, FrameHeader, int], tuple[np.ndarray, str] | None]
+
+
+@dataclass(frozen=True)
+class FastDecoder:
+    """One transfer syntax's cheapest decode for the model.
+
+    ``frame_headers`` names the frame-header markers (:attr:`FrameHeader.marker_name`) of
+    the processes the transfer syntax stands for; a codestream with another (a stream
+    mislabelled as, say, baseline) is left to pydicom's decoder for what it really is.
+    """
+
+    decode: FastDecode
+    frame_headers: frozenset[str]
+
+
+_JPEG2000 = FastDecoder(_decode_jpeg2000, frozenset({"SIZ"}))
+#: Baseline, extended and (mislabelled, but libjpeg-turbo decodes it) progressive DCT.
+_JPEG_DCT = FastDecoder(_decode_jpeg_dct, frozenset({"SOF0", "SOF1", "SOF2"}))
+_JPEG_LOSSLESS = FastDecoder(_decode_libjpeg_turbo, frozenset({"SOF3"}))
+_JPEG_LS = FastDecoder(_decode_charls, frozenset({"SOF55"}))
+
+#: The fast decode of each transfer syntax that has one; the rest decode through pydicom.
+FAST_DECODERS: Mapping[UID, FastDecoder] = MappingProxyType(
+    {
+        JPEG2000Lossless: _JPEG2000,
+        JPEG2000: _JPEG2000,
+        HTJ2KLossless: _JPEG2000,
+        HTJ2KLosslessRPCL: _JPEG2000,
+        HTJ2K: _JPEG2000,
+        JPEGBaseline8Bit: _JPEG_DCT,
+        JPEGExtended12Bit: _JPEG_DCT,
+        JPEGLosslessP14: _JPEG_LOSSLESS,
+        JPEGLosslessSV1: _JPEG_LOSSLESS,
+        JPEGLSLossless: _JPEG_LS,
+        JPEGLSNearLossless: _JPEG_LS,
+    }
+)
 
 
 def _reduced(size: int, levels: int) -> int:
@@ -343,71 +405,3 @@ def decode_jpeg_scaled(codestream: bytes, rows: int, columns: int, scale: int) -
         image.draft("L", (-(-columns // scale), -(-rows // scale)))
         image.load()
         return np.asarray(image)
-
-
-def j2k_info(codestream: bytes) -> CodestreamInfo | None:
-    """SIZ and COD of a JPEG 2000 codestream (raw or inside a JP2 file), else None.
-
-    ISO 15444-1 A.5.1 (SIZ): Xsiz, Ysiz, offsets, Csiz, and per component Ssiz (bit 7 =
-    signed, bits 0-6 = precision - 1); A.6.1 (COD): SPcod's first byte is the number of
-    decomposition levels, the most ``reduce`` may ask for.
-    """
-    start = j2k_codestream_start(codestream)  # never a decoy SOC SIZ inside another box
-    if start is None:
-        return None
-    siz = start + 4
-    (length,) = struct.unpack(">H", codestream[siz : siz + 2])
-    fields = struct.unpack(">HIIIIIIIIH", codestream[siz + 2 : siz + 38])
-    xsiz, ysiz, xosiz, yosiz = fields[1:5]
-    components = fields[9]
-    if components < 1:
-        return None
-    ssiz = codestream[siz + 38]
-    levels = _cod_levels(codestream, siz + length)
-    if levels is None:
-        return None
-    return CodestreamInfo(
-        rows=ysiz - yosiz,
-        columns=xsiz - xosiz,
-        components=components,
-        precision=(ssiz & 0x7F) + 1,
-        signed=bool(ssiz & 0x80),
-        levels=levels,
-    )
-
-
-def _cod_levels(codestream: bytes, offset: int) -> int | None:
-    """Walk the main header's marker segments from ``offset`` to COD; None without one."""
-    while offset + 4 <= len(codestream):
-        marker = codestream[offset : offset + 2]
-        if marker == b"\xff\x52":  # COD: Lcod, Scod, progression, layers, MCT, levels
-            return codestream[offset + 9]
-        if marker == b"\xff\x90" or marker[:1] != b"\xff":  # first tile-part: no COD
-            return None
-        (length,) = struct.unpack(">H", codestream[offset + 2 : offset + 4])
-        offset += 2 + length
-    return None
-
-
-def jpeg_info(codestream: bytes) -> CodestreamInfo | None:
-    """The first SOFn frame header of a JPEG codestream (ITU T.81 B.2.2), else None."""
-    if codestream[:2] != b"\xff\xd8":
-        return None
-    offset = 2
-    while offset + 4 <= len(codestream):
-        if codestream[offset] != 0xFF:
-            return None
-        marker = codestream[offset + 1]
-        if marker == 0xFF:  # fill byte
-            offset += 1
-            continue
-        (length,) = struct.unpack(">H", codestream[offset + 2 : offset + 4])
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xF7):  # SOF0-3, SOF55 (JPEG-LS)
-            precision, rows, columns, components = struct.unpack(
-                ">BHHB", codestream[offset + 4 : offset + 10]
-            )
-            return CodestreamInfo(rows, columns, components, precision)
-        if marker == 0xDA:  # start of scan before any frame header
-            return None
-        offset += 2 + length
-    return None

@@ -211,9 +211,15 @@ class StabilityTracker:
             candidate.changing = True
 
     def ready(self) -> list[tuple[Path, Origin]]:
-        """Candidates unchanged for the quiet period, oldest first; they move to ``handed``."""
+        """Candidates unchanged for the quiet period, oldest first; they move to ``handed``.
+
+        Oldest by modification time, not by the order the files were found: a scan lists a
+        folder in the file system's order, and when two files carry one SOP Instance UID the
+        first handed over gets the row (the other is quarantined as its duplicate), so the
+        one written first must be handed first (files of one mtime keep the order found)."""
         now = self.clock()
         stable: list[tuple[Path, Origin]] = []
+        written_at: dict[Path, int] = {}
         for path, candidate in list(self.candidates.items()):
             quiet = now - candidate.unchanged_since >= self.quiet_period_s
             if self.events_report_changes and not (quiet or candidate.changing):
@@ -232,7 +238,18 @@ class StabilityTracker:
                 del self.candidates[path]
                 self.handed[path] = _Handed(candidate.size, candidate.mtime_ns, now)
                 stable.append((path, candidate.origin))
-        return stable
+                written_at[path] = candidate.mtime_ns
+        return sorted(stable, key=lambda item: written_at[item[0]])
+
+    def mark_handed(self, path: Path) -> bool:
+        """``path`` is handed over now, without a quiet period (its writer vouches that it
+        is complete); False when it is gone already."""
+        stat = _lstat(path)
+        if stat is None:
+            return False
+        self.candidates.pop(path, None)
+        self.handed[path] = _Handed(stat[0], stat[1], self.clock())
+        return True
 
     def retry_later(self, path: Path, delay_s: float) -> None:
         """The callback failed: hand ``path`` again after ``delay_s`` instead of the full wait."""
@@ -266,10 +283,14 @@ class InboxWatcher:
         self.clock = clock
         self.tracker = StabilityTracker(config.quiet_period_s, config.rehand_after_s, clock)
         self._events: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._complete: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._too_deep = 0  # folders past the depth limit at the last rescan
         self._events_unavailable = False  # the last observer start failed
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, beat: Callable[[], None] = lambda: None) -> None:
+        """Watch until ``stop`` is set; ``beat`` is called once per pass of the loop (the
+        service's heartbeat, which its health check reads)."""
         self.inbox.mkdir(parents=True, exist_ok=True)
         observer = self._start_observer()
         log.info("watching inbox (%s mode)", self.config.mode)
@@ -277,7 +298,14 @@ class InboxWatcher:
             self.rescan(Origin.BACKFILL)
             next_rescan = self.clock() + self.config.rescan_interval_s
             tick = min(0.25, max(self.config.quiet_period_s / 4, 0.05))
-            while not stop.wait(tick):
+            beat()
+            while not stop.is_set():
+                self._wake.wait(tick)
+                self._wake.clear()
+                if stop.is_set():
+                    break
+                beat()
+                self._hand_over_complete()
                 self._drain_events()
                 self.hand_over_ready()
                 if observer is not None and not observer.is_alive():
@@ -294,6 +322,29 @@ class InboxWatcher:
                 observer.stop()
                 observer.join(timeout=5)
             log.info("watcher stopped")
+
+    def admit_complete(self, path: Path) -> None:
+        """Hand ``path`` over at once, without its quiet period. Thread-safe.
+
+        For a file this process itself wrote and renamed into the inbox (the DICOM receiver
+        inside ``cxr-triage run``): complete by construction, so waiting for its size to
+        settle only adds latency. Only code in this process can call it: a sender on the
+        share cannot skip the quiet period by imitating the receiver's file names.
+        """
+        self._complete.put(path)
+        self._wake.set()
+
+    def _hand_over_complete(self) -> None:
+        batch: list[tuple[Path, Origin]] = []
+        while True:
+            try:
+                path = self._complete.get_nowait()
+            except queue.Empty:
+                break
+            if not is_ignored(path, self.inbox) and self.tracker.mark_handed(path):
+                batch.append((path, Origin.LIVE))
+        for start in range(0, len(batch), HANDOVER_BATCH):
+            self._hand_over(batch[start : start + HANDOVER_BATCH])
 
     def rescan(self, origin: Origin) -> int:
         """Walk the inbox (never following symlinks) and observe every file found."""

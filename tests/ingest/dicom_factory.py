@@ -1,4 +1,4 @@
-"""Builds the DICOM test corpus from real dataset JPEGs (nothing from the dataset is committed).
+"""Builds the DICOM test corpus from real dataset JPEGs (the committed sample, tests/datasets.py).
 
 Each variant stores one 8-bit source image in a different DICOM encoding, chosen so that
 a correct grey-level pipeline gives back the source pixels: the stored values, rescale,
@@ -8,7 +8,6 @@ other. A pipeline with a step missing, in the wrong order or applied twice does 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,23 +35,21 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from tests.datasets import sample_files
+
 CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
 DX_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")
-REPO = Path(__file__).resolve().parents[2]
-
-
-def data_dir() -> Path:
-    """The pediatric-cxr dataset: ``$CXR_TEST_DATASET`` or ``../shared/data/pediatric-cxr``."""
-    env = os.environ.get("CXR_TEST_DATASET")
-    return Path(env) if env else REPO / ".." / "shared" / "data" / "pediatric-cxr"
 
 
 def sample_jpegs(per_class: int = 1) -> list[Path]:
-    """The first ``per_class`` training JPEGs of each class, in a stable order."""
+    """The first ``per_class`` training JPEGs of each class of the committed sample
+    (``tests/data/pediatric-cxr-sample``), NORMAL first, in a stable order."""
     paths: list[Path] = []
     for label in ("NORMAL", "PNEUMONIA"):
-        folder = data_dir() / "train" / label
-        paths.extend(sorted(folder.glob("*.jpeg"))[:per_class])
+        files = sample_files("train", label)
+        if per_class > len(files):
+            raise ValueError(f"the committed sample has {len(files)} {label} films")
+        paths.extend(files[:per_class])
     return paths
 
 

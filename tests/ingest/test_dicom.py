@@ -13,8 +13,8 @@ from pydicom.encaps import encapsulate
 
 from ingest import IngestError, Reason, read_header, read_image
 from ingest.dicom import number_of_frames
+from tests.datasets import REPO
 from tests.ingest.dicom_factory import (
-    REPO,
     jpeg_lossless_sv1_12bit,
     jpeg_ls_12bit,
     jpeg_ls_encoder_available,

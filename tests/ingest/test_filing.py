@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from ingest.filing import (
     Sidecar,
     archive_destination,
     move_into_place,
+    process_umask,
     quarantine_destination,
     quarantine_file,
     sidecar_path,
@@ -20,10 +23,71 @@ from ingest.filing import (
 SHA = "ab" * 32
 
 
-def test_archive_path_is_dated_and_carries_the_hash(tmp_path: Path) -> None:
+def test_archive_path_is_dated_and_named_by_the_hash(tmp_path: Path) -> None:
     when = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
     dest = archive_destination(tmp_path, when, SHA, "study/img.dcm")
-    assert dest == tmp_path / "2026/01/31" / f"{SHA[:16]}_img.dcm"
+    assert dest == tmp_path / "2026/01/31" / f"{SHA[:16]}.dcm"
+
+
+@pytest.mark.parametrize(
+    ("name", "extension"),
+    [
+        ("DOE^JOHN_19790412_chest.dcm", ".dcm"),
+        ("Smith, Anna - CXR.JPEG", ".jpeg"),
+        ("no extension at all", ""),
+        ("name.with a space", ""),
+        ("evil.dcm\x1b[2J", ""),
+        ("x.toolongextension", ""),
+        (".hidden", ""),
+    ],
+)
+def test_filed_names_keep_nothing_of_the_senders_name_but_a_short_extension(
+    tmp_path: Path, name: str, extension: str
+) -> None:
+    """Patient names are found in file names: archive and quarantine names carried the
+    sender's name (issue 20). Only the row keeps it now."""
+    when = datetime(2026, 1, 31, tzinfo=UTC)
+    archived = archive_destination(tmp_path, when, SHA, f"inbox/{name}")
+    quarantined = quarantine_destination(tmp_path, "truncated", SHA, name)
+    assert archived.name == quarantined.name == f"{SHA[:16]}{extension}"
+
+
+def test_a_sidecar_holds_no_file_name(tmp_path: Path) -> None:
+    source = tmp_path / "DOE^JOHN.dcm"
+    source.write_bytes(b"bad")
+    dest = quarantine_destination(tmp_path / "q", "truncated", SHA, source.name)
+    final = quarantine_file(source, dest, Sidecar("truncated", "ends early", file_sha256=SHA))
+    assert "DOE" not in final.name
+    written = sidecar_path(final).read_text()
+    assert "source_name" not in written and "DOE" not in written
+    assert json.loads(written)["file_sha256"] == SHA
+    with pytest.raises(TypeError):  # positional fields after the detail: never mistaken
+        Sidecar("truncated", "ends early", "DOE^JOHN.dcm")  # type: ignore[misc]
+
+
+def test_filed_files_get_the_process_mode_not_the_senders(tmp_path: Path) -> None:
+    """A renamed file kept its mode on the share (0644); filed, it gets 0666 less the
+    process's umask (0600 with the default CXR_UMASK of 0077)."""
+    previous = os.umask(0o077)
+    try:
+        for number, folder in enumerate((tmp_path, Path("/dev/shm"))):
+            source = folder / f"cxr-mode-{tmp_path.name}-{number}.dcm"
+            source.write_bytes(b"payload")
+            source.chmod(0o644)
+            final = move_into_place(source, tmp_path / "archive" / f"{number}.dcm")
+            assert stat.S_IMODE(final.stat().st_mode) == 0o600, folder
+            dest = quarantine_destination(tmp_path / "q", "corrupt", SHA, "x.dcm")
+            other = tmp_path / f"other-{number}.dcm"
+            other.write_bytes(b"x")
+            other.chmod(0o644)
+            quarantined = quarantine_file(other, dest, Sidecar("corrupt", None, file_sha256=SHA))
+            assert stat.S_IMODE(quarantined.stat().st_mode) == 0o600
+            assert stat.S_IMODE(sidecar_path(quarantined).stat().st_mode) == 0o600
+        assert process_umask() == 0o077
+        os.umask(0o027)
+        assert process_umask() == 0o027
+    finally:
+        os.umask(previous)
 
 
 def test_a_taken_name_gets_a_suffix_and_nothing_is_overwritten(tmp_path: Path) -> None:
@@ -42,7 +106,7 @@ def test_quarantine_writes_a_sidecar_beside_the_file(tmp_path: Path) -> None:
     source = tmp_path / "x.dcm"
     source.write_bytes(b"bad")
     dest = quarantine_destination(tmp_path / "q", "truncated", SHA, "x.dcm")
-    sidecar = Sidecar("truncated", "The file ends early.", "x.dcm", SHA, worklist_id=7)
+    sidecar = Sidecar("truncated", "The file ends early.", file_sha256=SHA, worklist_id=7)
     final = quarantine_file(source, dest, sidecar)
     assert final.parent == tmp_path / "q" / "truncated"
     written = json.loads(sidecar_path(final).read_text())

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from ingest import read_image
-from tests.ingest.dicom_factory import REPO, VARIANTS, jpeg_grey, jpeg_ls_encoder_available, write
+from tests.datasets import REPO
+from tests.ingest.dicom_factory import VARIANTS, jpeg_grey, jpeg_ls_encoder_available, write
 
 pytestmark = pytest.mark.tf
 

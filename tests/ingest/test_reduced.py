@@ -11,26 +11,26 @@ the model's probability within 0.02: tests/ingest/test_reduced_model.py).
 from __future__ import annotations
 
 import io
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import FileDataset
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+from pydicom.encaps import get_frame
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1
 
 from ingest import IngestError, read_image
-from ingest.dicom import LIBRARY_ERRORS
+from ingest.dicom import decodable_transfer_syntaxes
 from ingest.reduced import (
+    FAST_DECODERS,
     box_factor,
     box_mean,
     dct_scale,
     decode_for_model,
-    j2k_info,
-    jpeg_info,
     reduction_levels,
 )
 from model.preprocess import preprocess
@@ -206,17 +206,54 @@ def test_truncated_codestream_is_a_named_rejection_or_an_image(
         assert image.pixels.ndim == 2  # some decoders fill a cut stream with grey
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_codestream_parsers_survive_garbage(seed: int) -> None:
-    """Random bytes after a plausible start: None, a value, or an error decode_for_model catches."""
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8).tobytes()
-    for prefix in (b"", b"\xff\xd8", b"\xff\x4f\xff\x51", b"\xff\xd8\xff\xc0\x00\x0b"):
-        for parser in (j2k_info, jpeg_info):
-            try:
-                parser(prefix + noise)
-            except (*LIBRARY_ERRORS, struct.error):
-                pass
+def test_every_compressed_syntax_decoded_here_but_rle_has_a_fast_decoder() -> None:
+    """The table is pydicom's decoder table for the JPEG family, not a subset of it."""
+    compressed = {uid for uid in decodable_transfer_syntaxes() if uid.is_compressed}
+    assert set(FAST_DECODERS) == compressed - {"1.2.840.10008.1.2.5"}  # RLE: pydicom's own
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"\xff\xd0", b"\x00\x12", b"\xff\xff\xff", b"\xff\xfe\x00\x00"],
+    ids=["RST0", "stray bytes", "fill bytes", "a COM of length 0"],
+)
+def test_the_fast_path_reads_the_frame_header_the_guard_reads(
+    extra: bytes, big_reference: np.ndarray, tmp_path: Path
+) -> None:
+    """Markers the decoders read past (and the guard measured through) no longer send the
+    fast path's own, stricter walk to a full pydicom decode: same decision, same pixels."""
+    plain = jpeg_baseline_8bit(big_reference)
+    codestream = get_frame(plain.PixelData, 0, number_of_frames=1)
+    at = codestream.index(b"\xff\xc0")
+    padded = encapsulated(
+        jpeg_baseline_8bit(big_reference),
+        codestream[:at] + extra + codestream[at:],
+        JPEGBaseline8Bit,
+    )
+    expected = read_image(write(plain, tmp_path / "plain.dcm"), min_side=MIN_SIDE)
+    image = read_image(write(padded, tmp_path / "padded.dcm"), min_side=MIN_SIDE)
+    assert image.normalization.steps[0] == expected.normalization.steps[0]
+    assert image.normalization.steps[0].startswith("decode:jpeg dct scale=1/4")
+    np.testing.assert_array_equal(image.pixels, expected.pixels)
+
+
+def test_a_codestream_not_of_its_transfer_syntax_s_process_goes_to_pydicom(
+    big_reference: np.ndarray, tmp_path: Path
+) -> None:
+    """A lossless (SOF3) stream labelled JPEG Baseline: the DCT fast path does not decode
+    it as if it were baseline; pydicom decodes what it is, and the values are those of the
+    same stream under its own transfer syntax (lossless SV1: libjpeg-turbo, then the box)."""
+    stream = bytes(imagecodecs.jpeg8_encode(big_reference, lossless=True, predictor=1))
+    images = {}
+    for uid in (JPEGBaseline8Bit, JPEGLosslessSV1):
+        ds = encapsulated(
+            set_pixels(base_dataset(*big_reference.shape), big_reference), stream, uid
+        )
+        images[uid] = read_image(write(ds, tmp_path / f"{uid}.dcm"), min_side=MIN_SIDE)
+    mislabelled, labelled = images[JPEGBaseline8Bit], images[JPEGLosslessSV1]
+    assert mislabelled.normalization.steps[0].startswith("decode:full (pydicom)")
+    assert labelled.normalization.steps[0].startswith("decode:jpeg full (libjpeg-turbo)")
+    np.testing.assert_array_equal(mislabelled.pixels, labelled.pixels)
 
 
 def test_garbage_codestream_is_a_named_rejection(big_reference: np.ndarray, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from ingest import read_image
-from tests.ingest.dicom_factory import REPO, write
+from tests.datasets import REPO
+from tests.ingest.dicom_factory import write
 from tests.ingest.test_reduced import corpus, upscaled
 from tests.ingest.test_reduced_nonlinear import build as build_nonlinear
 from tests.ingest.test_reduced_nonlinear import combinations

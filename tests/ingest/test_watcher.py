@@ -57,6 +57,20 @@ def test_a_file_is_ready_only_after_the_quiet_period(tmp_path: Path) -> None:
     assert tracker.ready() == []
 
 
+def test_stable_files_are_handed_over_oldest_written_first(tmp_path: Path) -> None:
+    """A scan finds files in the folder's order; the intake must see them in the order they
+    were written (of two objects under one SOP Instance UID, the first gets the row)."""
+    clock = Clock()
+    tracker = StabilityTracker(quiet_period_s=1.0, rehand_after_s=100.0, clock=clock)
+    names = ["uid-1.dcm", "uid.dcm", "other.dcm"]  # found in this order
+    for name, written_s in zip(names, (1_700_000_300, 1_700_000_100, 1_700_000_200), strict=True):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, ns=(written_s * 10**9, written_s * 10**9))
+        tracker.observe(tmp_path / name, Origin.BACKFILL)
+    clock.now += 1.5
+    assert [p.name for p, _ in tracker.ready()] == ["uid.dcm", "other.dcm", "uid-1.dcm"]
+
+
 def test_a_handed_file_still_present_is_handed_again_after_the_rehand_time(
     tmp_path: Path,
 ) -> None:
@@ -334,3 +348,35 @@ def test_reads_bring_no_event_every_change_does(tmp_path: Path) -> None:
     expected = {"written.dcm", "touched.dcm", "moved.dcm", "sub/moved.dcm", "deleted.dcm"}
     assert {inbox / name for name in expected} <= seen
     assert inbox / "read.dcm" not in seen
+
+
+def test_a_file_its_writer_vouches_for_skips_the_quiet_period_and_only_that_one(
+    tmp_path: Path,
+) -> None:
+    """``admit_complete`` (the DICOM receiver inside ``run``, which wrote the file and renamed
+    it into place): handed within a tick. A file on the share with the same kind of name,
+    whoever wrote it, still waits out the quiet period: only code in the process vouches."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    recorder = Recorder()
+    config = WatchConfig(inbox, rescan_interval_s=60, quiet_period_s=30)
+    watcher = InboxWatcher(config, recorder)
+    stop, thread = _run(watcher)
+    try:
+        received = inbox / "1.2.826.0.1.3680043.8.498.1.dcm"
+        received.write_bytes(b"written and renamed by the receiver")
+        from_share = inbox / "1.2.826.0.1.3680043.8.498.2.dcm"
+        from_share.write_bytes(b"copied onto the share")
+        started = time.monotonic()
+        watcher.admit_complete(received)
+        wait_until(lambda: len(recorder.calls) == 1, 5)
+        assert time.monotonic() - started < 1.0
+        assert recorder.calls[0][:2] == (received, Origin.LIVE)
+        time.sleep(1.5)  # its creation and close events came meanwhile: not handed again
+        assert len(recorder.calls) == 1
+        watcher.admit_complete(inbox / ".cxr-receiving" / "x.part")  # never a hidden file
+        time.sleep(0.5)
+        assert len(recorder.calls) == 1
+    finally:
+        stop.set()
+        thread.join(10)
