@@ -1,4 +1,10 @@
-"""Temperature scaling and the operating thresholds, fitted on validation logits only."""
+"""Platt scaling and the operating thresholds, fitted on validation logits only.
+
+Platt scaling fits a slope and an offset on the network's logit (``sigmoid(slope * logit +
+offset)``); the model card stores them as ``temperature = 1 / slope`` and ``bias = offset``
+(:class:`model.card.OperatingPoint`). A temperature alone cannot move the logit's zero,
+which the balanced class weights of training shift away from the 50 % point.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import minimize
 from scipy.special import expit
 
 from model.card import OperatingPoint
 from model.metrics import classification_metrics
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising the negative log-likelihood of ``sigmoid(logit / T)``.
-
-    One parameter cannot change the ranking (ROC AUC) — only how far the probabilities
-    can be taken at face value (Guo et al. 2017).
-    """
-
-    def nll(log_t: float) -> float:
-        p = np.clip(expit(logits / np.exp(log_t)), 1e-7, 1 - 1e-7)
-        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-
-    result = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
-    return float(np.exp(result.x))
 
 
 @dataclass(frozen=True)
@@ -68,18 +59,6 @@ def threshold_for_sensitivity(
     below = probabilities[probabilities < caught]
     floor = (caught + float(below.max())) / 2 if below.size else caught - ROUND_OFF_MARGIN
     return max(caught - ROUND_OFF_MARGIN, floor)
-
-
-def threshold_for_specificity(
-    probabilities: np.ndarray, labels: np.ndarray, target: float
-) -> float:
-    """The lowest threshold whose specificity (negatives below it) is >= target."""
-    negatives = np.sort(probabilities[labels == 0])
-    if negatives.size == 0:
-        raise ValueError("no negative cases to set a specificity threshold on")
-    allowed = int(np.floor((1 - target) * negatives.size))  # negatives allowed at or above
-    # Just above the highest negative that must stay below the threshold.
-    return float(np.nextafter(negatives[negatives.size - allowed - 1], np.inf))
 
 
 def choose_operating_point(

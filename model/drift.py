@@ -3,8 +3,9 @@
 When a site's images drift (a new detector, a new processing curve, a wrong presentation
 LUT), the model keeps answering and the share of URGENT cases silently changes. The worker
 therefore counts, per UTC day and model version, the histogram of calibrated probabilities,
-of content-check distances, the priorities and the content verdicts (:mod:`db.drift`), and
-this module compares a window of counts with the model's reference:
+of content-check distances, the priorities and the content verdicts, and this module
+compares a window of those counts (:mod:`db.drift_counts`: the last 7 days, pooled) with
+the model's reference:
 
 - the reference is the validation split's probabilities (``validation_predictions.csv``
   beside the weights; ``site_predictions.csv`` instead when a site calibration wrote one)
@@ -19,7 +20,7 @@ this module compares a window of counts with the model's reference:
   changed: an export or processing change, a wrong presentation LUT).
 
 Numpy and scipy only: ``cxr-triage status`` and the web app use it without TensorFlow. The
-counting and the database side are in :mod:`worker.drift`.
+counting, the warnings in the log and the gauges are in :mod:`worker.drift_watch`.
 """
 
 from __future__ import annotations
@@ -183,14 +184,24 @@ class DriftReport:
         def fmt(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.2f}"
 
+        # Below the counts the warnings need, a figure is noise: say that, not the figure
+        # (PSI over 10 groups reads about 9 / n on a stream straight from the reference).
         low, high = self.urgent_band or (0.0, 1.0)
+        band = (
+            f"expected {low:.0%}-{high:.0%}"
+            if self.cases >= MIN_CASES
+            else f"collecting: {self.cases} of {MIN_CASES} cases"
+        )
+        shift = (
+            f"score PSI {fmt(self.score_psi)} KS {fmt(self.score_ks)}; distance PSI "
+            f"{fmt(self.distance_psi)} KS {fmt(self.distance_ks)}"
+            if self.cases >= MIN_PSI_CASES
+            else f"score and distance PSI/KS collecting ({self.cases} of {MIN_PSI_CASES} cases)"
+        )
         return (
             f"drift ({self.days} d, {self.cases} cases vs {self.reference_source}): URGENT "
-            f"{self.urgent_share:.0%} (expected {low:.0%}-{high:.0%}), SUSPECT "
-            f"{self.suspect_share:.0%}; score PSI {fmt(self.score_psi)} KS "
-            f"{fmt(self.score_ks)}; distance PSI {fmt(self.distance_psi)} KS "
-            f"{fmt(self.distance_ks)}; not chest {self.not_chest}, outside population "
-            f"{self.outside_population}"
+            f"{self.urgent_share:.0%} ({band}), SUSPECT {self.suspect_share:.0%}; {shift}; "
+            f"not chest {self.not_chest}, outside population {self.outside_population}"
         )
 
 
@@ -286,11 +297,3 @@ def report(
         distance_ks=distance[1] if distance else None,
         warnings=tuple(warnings),
     )
-
-
-def pooled(counts: Iterable[Mapping[tuple[str, int], int]]) -> Counter[tuple[str, int]]:
-    """Several days' counts as one window."""
-    total: Counter[tuple[str, int]] = Counter()
-    for bins in counts:
-        total.update(bins)
-    return total

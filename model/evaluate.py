@@ -30,14 +30,18 @@ BATCH = 32
 
 
 @dataclass(frozen=True)
-class Scored:
+class ScoredFile:
+    """A labelled file the model scored (a row of the evaluation's predictions table)."""
+
     path: Path
     label: int
     probability: float
 
 
 @dataclass(frozen=True)
-class Rejected:
+class RejectedFile:
+    """A labelled file the readers refused, with the :class:`ingest.Reason` value."""
+
     path: Path
     label: int
     reason: str
@@ -67,12 +71,12 @@ def score_folder(
     files: list[tuple[Path, int]],
     progress: bool = True,
     score: Callable[[Sequence[np.ndarray]], np.ndarray] | None = None,
-) -> tuple[list[Scored], list[Rejected]]:
+) -> tuple[list[ScoredFile], list[RejectedFile]]:
     """Probabilities (or ``score``, e.g. raw logits) for every file the worker would score;
     the others with their reason."""
     score = score or classifier.probabilities
-    scored: list[Scored] = []
-    rejected: list[Rejected] = []
+    scored: list[ScoredFile] = []
+    rejected: list[RejectedFile] = []
     for batch in _batches(tqdm(files, desc="scoring", unit="img", disable=not progress)):
         images, kept = [], []
         for path, label in batch:
@@ -83,11 +87,11 @@ def score_folder(
                     load_scorable(path, min_side=classifier.card.decode_min_side)[0].pixels
                 )
             except IngestError as error:
-                rejected.append(Rejected(path, label, error.reason.value))
+                rejected.append(RejectedFile(path, label, error.reason.value))
                 continue
             kept.append((path, label))
         for (path, label), p in zip(kept, score(images), strict=True):
-            scored.append(Scored(path, label, float(p)))
+            scored.append(ScoredFile(path, label, float(p)))
     return scored, rejected
 
 
@@ -164,7 +168,7 @@ def _batches(items: Iterable[tuple[Path, int]]) -> Iterator[list[tuple[Path, int
         yield batch
 
 
-def _write_predictions(path: Path, scored: list[Scored], rejected: list[Rejected]) -> None:
+def _write_predictions(path: Path, scored: list[ScoredFile], rejected: list[RejectedFile]) -> None:
     lines = ["file,label,probability,rejected_reason"]
     lines += [f"{s.path},{LABELS[s.label]},{s.probability:.6f}," for s in scored]
     lines += [f"{r.path},{LABELS[r.label]},,{r.reason}" for r in rejected]

@@ -3,8 +3,8 @@
 A strided stem and depthwise-separable residual stages keep the multiply-adds low enough
 to train the whole dataset on two CPU cores in about an hour; batch norm and dropout carry
 the regularisation that a from-scratch model on 5,000 images needs. The network returns a
-**logit**: calibration (temperature) and the decision threshold are applied outside it, from
-the model card, so they can be re-fitted without retraining.
+**logit**: calibration (Platt scaling: temperature and bias) and the decision threshold are
+applied outside it, from the model card, so they can be re-fitted without retraining.
 """
 
 from __future__ import annotations

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from model.card import SHIPPED_DIR, WEIGHTS_FILE, ModelCard
-from model.content_check import ContentCheck, weights_digest
+from model.content_check import (
+    HISTOGRAM_BINS,
+    INPUT_HISTOGRAM,
+    INPUT_LAYOUT,
+    LAYOUT_BLOCK,
+    ContentCheck,
+    weights_digest,
+)
 from model.gradcam import CamFunction, gradcam_function
 from model.prediction import Label, Prediction, Priority
 from model.preprocess import PREPROCESSING_VERSION, preprocess
@@ -142,30 +149,54 @@ class Classifier:
             priority=priority,
             threshold=point.threshold,
             model_version=self.version,
+            suspect_threshold=point.suspect_threshold,
         )
 
 
 def feature_network(network: keras.Model, layers: Sequence[str]) -> keras.Model:
     """A model on ``network``'s own layers (no copy, no retraining) with two outputs: the
-    logit and the global average of each of ``layers``, concatenated (the content check's
-    features). ``pool`` is already a global average and is taken as it is."""
+    logit and the content check's features, concatenated in the order of ``layers``.
+
+    A layer name gives the layer's global average (``pool`` is already one and is taken as
+    it is); :data:`~model.content_check.INPUT_HISTOGRAM` and
+    :data:`~model.content_check.INPUT_LAYOUT` give the input's grey-level histogram and its
+    block averages, computed here so the worker and the fit share one definition.
+    """
+    image = network.inputs[0]
     pooled = []
     for name in layers:
-        output = network.get_layer(name).output
-        if len(output.shape) == 4:
-            output = keras.layers.GlobalAveragePooling2D(name=f"content_{name}_gap")(output)
-        pooled.append(output)
+        if name == INPUT_HISTOGRAM:
+            pooled.append(_histogram(image))
+        elif name == INPUT_LAYOUT:
+            blocks = keras.layers.AveragePooling2D(LAYOUT_BLOCK, name="content_layout")(image)
+            pooled.append(keras.layers.Flatten(name="content_layout_flat")(blocks))
+        else:
+            output = network.get_layer(name).output
+            if len(output.shape) == 4:
+                output = keras.layers.GlobalAveragePooling2D(name=f"content_{name}_gap")(output)
+            pooled.append(output)
     features = (
         pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="content_features")(pooled)
     )
     return keras.Model(network.inputs, [network.outputs[0], features], name="scoring")
 
 
+def _histogram(image: keras.KerasTensor) -> keras.KerasTensor:
+    """Share of the input's pixels in each of 16 bins of 16 grey levels (inputs are 0..255
+    levels over 255): the levels are rounded back to integers first, so the bins are exact."""
+    ops = keras.ops
+    levels = ops.round(image * 255.0)
+    width = 256 // HISTOGRAM_BINS
+    bins = ops.cast(ops.clip(ops.floor(levels / width), 0, HISTOGRAM_BINS - 1), "int32")
+    flat = ops.reshape(bins, (-1, int(np.prod(image.shape[1:]))))
+    return ops.mean(ops.one_hot(flat, HISTOGRAM_BINS), axis=1)
+
+
 def scoring_network(network: keras.Model, check: ContentCheck) -> keras.Model:
     """The logit and the content check's Mahalanobis distance, in one forward pass.
 
     The whitening is a fixed dense layer on the pooled features (``f @ W - mean @ W``), so
-    the distance costs one 416 x 416 product inside TensorFlow's own thread pool; done in
+    the distance costs one D x D product (D = 576) inside TensorFlow's own thread pool; done in
     numpy instead, OpenBLAS's threads contend with TensorFlow's on a busy two-core worker
     and the product cost a millisecond per image instead of microseconds.
     """

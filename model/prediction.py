@@ -44,6 +44,8 @@ class Prediction:
     #: The content check (:mod:`model.content_check`); None when the model has none fitted.
     content: ContentVerdict | None = None
     content_distance: float | None = None
+    #: The card's SUSPECT cut-off the priority was decided with (None where not known).
+    suspect_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:

@@ -39,8 +39,9 @@ def write_report(path: Path, card: ModelCard, metrics: dict[str, Any], plots: bo
         f"- Network: residual separable CNN, {card.training.get('parameters', '?')} parameters,"
         f" trained from scratch (no pretrained weights) in "
         f"{card.training.get('fit_wall_seconds', '?')} s on {card.training.get('machine', '?')}.",
-        f"- Operating point (fitted on the validation split only): temperature "
-        f"{point.temperature:.3f}; PNEUMONIA at probability >= {point.threshold:.4f} "
+        f"- Operating point (fitted on the validation split only): Platt scaling, temperature "
+        f"{point.temperature:.3f} and bias {point.bias:.3f}; PNEUMONIA at probability >= "
+        f"{point.threshold:.4f} "
         f"(priority URGENT; validation sensitivity target {point.target_sensitivity}); "
         f"SUSPECT at >= {point.suspect_threshold:.4f} (validation sensitivity target "
         f"{point.suspect_target_sensitivity}); ROUTINE below.",
@@ -85,7 +86,7 @@ def write_report(path: Path, card: ModelCard, metrics: dict[str, Any], plots: bo
         "`cxr-triage evaluate` before go-live.",
         "- The label is pneumonia vs. normal only; it does not distinguish bacterial from "
         "viral pneumonia and says nothing about other findings.",
-        "- Probabilities are calibrated on the validation split (temperature scaling); "
+        "- Probabilities are calibrated on the validation split (Platt scaling); "
         "calibration on another population must be checked with the curve above.",
         "",
     ]

@@ -21,6 +21,11 @@ product handles that with a local calibration before go-live; this is ours:
 3. **An honest estimate of what the site will see**: metrics on the sample itself are
    optimistic (it chose the cut-offs), so the card also records cross-validated figures:
    the whole procedure fitted on four fifths, measured on the fifth left out.
+4. **The content check's cut-offs on the site's own films**
+   (:func:`model.content_check.site_cut_offs`): raised, by the split-conformal rule, so the
+   site's chest films are refused at most 0.5 % of the time, never above the ceiling that
+   keeps every non-chest reference image refused; written as the new directory's
+   ``content_check.npz`` and recorded, with leave-one-out refusals, in the card.
 
 The weights are untouched. The new model directory has its own ``model_version`` (with a
 site suffix), so every worklist row says which calibration scored it.
@@ -33,6 +38,7 @@ import math
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,9 +50,10 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 from model.calibration import Platt, threshold_for_sensitivity
 from model.card import CARD_FILE, ModelCard, OperatingPoint
+from model.content_check import SiteCutOffs, site_cut_offs
 from model.dataset import LABELS
 from model.drift import SITE_PREDICTIONS
-from model.evaluate import Rejected, Scored, labelled_files, score_folder, write_evaluation
+from model.evaluate import RejectedFile, ScoredFile, labelled_files, score_folder, write_evaluation
 from model.metrics import classification_metrics, expected_calibration_error
 from model.predict import Classifier
 
@@ -73,6 +80,7 @@ class SiteCalibration:
     before: dict[str, Any]
     after: dict[str, Any]
     cross_validated: dict[str, Any]
+    content: SiteCutOffs | None = None  # None: the model has no content check
 
 
 def required_positives(target: float, confidence: float) -> int:
@@ -177,10 +185,24 @@ def calibrate_site(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty: choose a new --out")
     files = labelled_files(site_dir)
-    scored, rejected = score_folder(classifier, files, progress, score=classifier.logits)
+    distances: list[np.ndarray] = []
+
+    def logits_and_distances(images: Sequence[np.ndarray]) -> np.ndarray:
+        if classifier.content_check is None:
+            return classifier.logits(images)
+        logits, found = classifier.logits_and_distances(images)
+        distances.append(found)
+        return logits
+
+    scored, rejected = score_folder(classifier, files, progress, score=logits_and_distances)
     labels = np.array([s.label for s in scored], dtype=int)
     logits = np.array([s.probability for s in scored], dtype=float)  # raw logits here
     check_sample(labels, target_sensitivity, confidence)
+    content = (
+        site_cut_offs(classifier.content_check, np.concatenate(distances))
+        if classifier.content_check is not None
+        else None
+    )
 
     source = classifier.card
     point, shown = fit_operating_point(
@@ -225,12 +247,15 @@ def calibrate_site(
             "metrics_before": _headline(before),
             "metrics_after_in_sample": _headline(after),
             "metrics_after_cross_validated": cross,
+            "content_check": content.record if content is not None else None,
         },
     )
     _copy_model_files(source_dir, out_dir)
+    if content is not None:  # replaces the copied check: same statistics, the site's cut-offs
+        content.check.save(out_dir)
     card.save(out_dir)
     _write_site_predictions(out_dir / SITE_PREDICTIONS, scored, point.probabilities(logits))
-    return SiteCalibration(card, before, after, cross)
+    return SiteCalibration(card, before, after, cross, content)
 
 
 def cross_validate(
@@ -300,7 +325,7 @@ def sample_digest(files: list[tuple[Path, int]], root: Path) -> str:
 
 
 def _describe_sample(
-    site_dir: Path, scored: list[Scored], rejected: list[Rejected]
+    site_dir: Path, scored: list[ScoredFile], rejected: list[RejectedFile]
 ) -> dict[str, Any]:
     files = [(s.path, s.label) for s in scored] + [(r.path, r.label) for r in rejected]
     return {
@@ -320,7 +345,9 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _write_site_predictions(path: Path, scored: list[Scored], probabilities: np.ndarray) -> None:
+def _write_site_predictions(
+    path: Path, scored: list[ScoredFile], probabilities: np.ndarray
+) -> None:
     """The drift watch's reference (``model.drift``) once this site model is in use. Files
     are named by content hash: a site's file names may carry patient names."""
     lines = ["file,label,probability"]

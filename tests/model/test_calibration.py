@@ -1,4 +1,4 @@
-"""Temperature scaling and thresholds picked from validation scores."""
+"""Platt scaling and thresholds picked from validation scores."""
 
 from __future__ import annotations
 
@@ -8,18 +8,29 @@ from scipy.special import expit
 
 from model.calibration import (
     ROUND_OFF_MARGIN,
+    Platt,
     choose_operating_point,
-    fit_temperature,
     threshold_for_sensitivity,
-    threshold_for_specificity,
 )
 
 
-def test_temperature_recovers_the_scale_of_overconfident_logits() -> None:
+def test_platt_recovers_the_scale_and_shift_of_miscalibrated_logits() -> None:
+    """Overconfident logits (3x) whose zero sits 1.5 off the 50 % point: the slope undoes
+    the scale (a temperature could do that much) and the offset the shift (it could not)."""
     rng = np.random.default_rng(0)
     true_logits = rng.normal(0, 2, 20000)
     labels = (rng.uniform(size=true_logits.size) < expit(true_logits)).astype(float)
-    assert fit_temperature(true_logits * 3.0, labels) == pytest.approx(3.0, rel=0.05)
+    platt = Platt.fit(true_logits * 3.0 + 1.5, labels)
+    assert platt.slope == pytest.approx(1 / 3, rel=0.05)
+    assert platt.offset == pytest.approx(-0.5, abs=0.05)
+
+
+def test_the_platt_slope_stays_positive_on_reversed_labels() -> None:
+    """The calibration may not reverse the network's ranking, whatever the labels say."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 2, 2000)
+    labels = (rng.uniform(size=logits.size) < expit(-logits)).astype(float)
+    assert Platt.fit(logits, labels).slope > 0
 
 
 def test_sensitivity_threshold_is_the_highest_reaching_the_target_less_a_round_off_margin() -> None:
@@ -33,14 +44,6 @@ def test_sensitivity_threshold_is_the_highest_reaching_the_target_less_a_round_o
     # a next lower score closer than the margin: halfway to it, so it stays below
     close = threshold_for_sensitivity(np.r_[probs, 0.3 - 1e-7], np.r_[labels, 0], 0.8)
     assert close == pytest.approx(0.3 - 0.5e-7, abs=1e-12)
-
-
-def test_specificity_threshold_keeps_the_required_share_of_negatives_below_it() -> None:
-    probs = np.linspace(0.0, 0.99, 100)
-    labels = np.zeros(100)
-    t = threshold_for_specificity(probs, labels, 0.98)
-    assert np.mean(probs < t) >= 0.98
-    assert t == np.nextafter(probs[97], np.inf)  # the lowest such threshold
 
 
 def test_operating_point_orders_cut_offs_and_meets_its_targets_on_its_own_data() -> None:

@@ -1,7 +1,9 @@
-"""The shipped model's content check on real files: every non-chest image of the test set is
-refused by name, as a header-less PNG and inside a chest CR header; the children's chest
-radiographs of the validation split and of the site sample pass (<= 2 % refused or flagged);
-a shifted stream moves the drift statistics and a fresh one does not."""
+"""The shipped model's content check on real files: every non-chest image of the reference set
+is refused by name, as a header-less PNG and inside a chest CR header; an adult's chest film
+(seven encodings) is never refused as not a chest radiograph; the children's chest
+radiographs of the validation split and of the site sample are refused at most 0.5 % of the
+time (<= 2 % refused or flagged); a shifted stream moves the drift statistics and a fresh one
+does not."""
 
 from __future__ import annotations
 
@@ -17,17 +19,22 @@ from model.card import SHIPPED_DIR, ModelCard
 from model.content_check import ContentVerdict
 from model.drift import Reference, batch_bins, report
 from model.preprocess import to_model_levels
-from tests.ingest.dicom_factory import base_dataset, data_dir, set_pixels, write
-from tests.nonchest import PYDICOM_FILES, SKIMAGE_FILES, nonchest_images, to_uint8
+from tests import adults
+from tests.datasets import FULL_DATASET, SITE_SAMPLE
+from tests.ingest.dicom_factory import base_dataset, sample_jpegs, set_pixels, write
+from tests.nonchest import (
+    PYDICOM_DATA_FILES,
+    PYDICOM_FILES,
+    SKIMAGE_FILES,
+    nonchest_images,
+    to_uint8,
+)
 
 pytestmark = pytest.mark.tf
 
-SITE = data_dir().parent / "pediatric-cxr-site"
-NAMES = [f"pydicom-{Path(n).stem}" for n in PYDICOM_FILES] + [
+NAMES = [f"pydicom-{Path(n).stem}" for n in (*PYDICOM_FILES, *PYDICOM_DATA_FILES)] + [
     f"skimage-{Path(n).stem}" for n in SKIMAGE_FILES
 ]
-#: Images also wrapped in a CR chest PA header (age 3): only the pixels can tell.
-IN_CHEST_HEADER = ("pydicom-CT_small", "pydicom-MR_small", "skimage-brick", "skimage-page")
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +55,9 @@ def nonchest_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         pixels = to_uint8(grey)
         files[name] = folder / f"{name}.png"
         Image.fromarray(pixels, mode="L").save(files[name])
-        if name in IN_CHEST_HEADER:
-            ds = set_pixels(base_dataset(*pixels.shape), pixels)
-            files[f"{name}.dcm"] = write(ds, folder / f"{name}.dcm")
+        # every image also in a CR chest PA header (age 3): only the pixels can tell
+        ds = set_pixels(base_dataset(*pixels.shape), pixels)
+        files[f"{name}.dcm"] = write(ds, folder / f"{name}.dcm")
     return files
 
 
@@ -73,11 +80,28 @@ def test_a_non_chest_png_is_refused(name: str, verdicts: dict[str, ContentVerdic
     assert verdicts[name] is ContentVerdict.NOT_CHEST
 
 
-@pytest.mark.parametrize("name", IN_CHEST_HEADER)
+@pytest.mark.parametrize("name", NAMES)
 def test_non_chest_pixels_in_a_chest_header_are_refused(
     name: str, verdicts: dict[str, ContentVerdict]
 ) -> None:
+    if f"{name}.dcm" not in verdicts:
+        pytest.skip(f"{name} does not install here")
     assert verdicts[f"{name}.dcm"] is ContentVerdict.NOT_CHEST
+
+
+@pytest.mark.skipif(not adults.available(), reason="pydicom-data is not installed")
+def test_an_adult_chest_film_is_never_refused_as_not_a_chest_radiograph(
+    classifier,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    from ingest import load_scorable
+
+    files = adults.adult_chest_files(tmp_path)
+    found = {
+        name: classifier.predict([load_scorable(path)[0].pixels])[0].content
+        for name, path in files.items()
+    }
+    assert ContentVerdict.NOT_CHEST not in found.values(), found
 
 
 def test_the_test_set_is_not_trivially_small(verdicts: dict[str, ContentVerdict]) -> None:
@@ -92,12 +116,13 @@ def _share_not_in_population(classifier, images: list[np.ndarray]) -> tuple[floa
 
 
 @pytest.mark.slow
+@FULL_DATASET.needed
 def test_the_validation_split_is_rarely_refused_or_flagged(classifier) -> None:  # type: ignore[no-untyped-def]
     from ingest import read_image
     from model import dataset
 
     card = ModelCard.load(SHIPPED_DIR)
-    split = dataset.training_split(data_dir(), card)
+    split = dataset.training_split(FULL_DATASET.require(), card)
     cached = dataset.load_cached_array(
         split.validation,
         card.input_size,
@@ -105,22 +130,22 @@ def test_the_validation_split_is_rarely_refused_or_flagged(classifier) -> None: 
         lambda path: read_image(path).pixels,
     )
     rejected, refused_or_flagged = _share_not_in_population(classifier, list(cached))
-    assert rejected <= 0.01 and refused_or_flagged <= 0.02
+    assert rejected <= 0.005 and refused_or_flagged <= 0.02
 
 
 @pytest.mark.slow
+@SITE_SAMPLE.needed
 def test_the_site_sample_is_rarely_refused_or_flagged(classifier) -> None:  # type: ignore[no-untyped-def]
     """Measured only: the site sample never chose a threshold."""
     from ingest import read_image
 
-    if not (SITE / "MANIFEST.csv").is_file():
-        pytest.skip("the site sample is not present")
-    with (SITE / "MANIFEST.csv").open(newline="") as f:
-        paths = [SITE / row["label"] / row["filename"] for row in csv.DictReader(f)]
+    site = SITE_SAMPLE.require()
+    with (site / "MANIFEST.csv").open(newline="") as f:
+        paths = [site / row["label"] / row["filename"] for row in csv.DictReader(f)]
     images = [read_image(path).pixels for path in paths]
     assert len(images) == 125
     rejected, refused_or_flagged = _share_not_in_population(classifier, images)
-    assert rejected <= 0.01 and refused_or_flagged <= 0.02
+    assert rejected <= 0.005 and refused_or_flagged <= 0.02
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +155,7 @@ def validation_sample() -> list[np.ndarray]:
     from model import dataset
 
     card = ModelCard.load(SHIPPED_DIR)
-    split = dataset.training_split(data_dir(), card)
+    split = dataset.training_split(FULL_DATASET.require(), card)
     rng = np.random.default_rng(11)
     chosen = sorted(rng.choice(len(split.validation), size=200, replace=False))
     return [read_image(split.validation[i].path).pixels for i in chosen]
@@ -144,6 +169,7 @@ def _drift(classifier, images: list[np.ndarray]):  # type: ignore[no-untyped-def
 
 
 @pytest.mark.slow
+@FULL_DATASET.needed
 def test_drift_stays_put_for_validation_images_and_moves_for_shifted_ones(
     classifier, validation_sample: list[np.ndarray]
 ) -> None:  # type: ignore[no-untyped-def]
@@ -154,13 +180,14 @@ def test_drift_stays_put_for_validation_images_and_moves_for_shifted_ones(
 
     low_contrast = [to_model_levels(image) ** 0.5 for image in validation_sample]  # new curve
     shifted = _drift(classifier, [np.asarray(i, dtype=np.float32) for i in low_contrast])
-    assert shifted.distance_psi is not None and shifted.distance_psi > 0.25
-    # (the KS gap is smaller for a model trained on wider augmentation; the PSI warns)
-    assert shifted.distance_ks is not None and shifted.distance_ks > fresh.distance_ks + 0.15
-    assert any("image appearance shifted" in w for w in shifted.warnings)
+    # The distances move (r5's check: PSI 0.02 -> 0.17, KS 0.03 -> 0.12), less than under
+    # the pool + stage3 check (PSI 0.31, a warning): its histogram and layout features make
+    # it tolerant of exposure curves, the trade recorded in the README.
+    assert shifted.distance_psi is not None and shifted.distance_psi > 4 * fresh.distance_psi
+    assert shifted.distance_ks is not None and shifted.distance_ks > fresh.distance_ks + 0.06
 
     inverted = _drift(classifier, [255.0 - to_model_levels(i) for i in validation_sample])
-    assert inverted.not_chest >= 190  # a MONOCHROME1 mistake is not scored
+    assert inverted.not_chest == 200  # a MONOCHROME1 mistake is not scored
 
 
 def test_the_two_output_pass_gives_the_network_s_own_probability(classifier) -> None:  # type: ignore[no-untyped-def]
@@ -168,7 +195,6 @@ def test_the_two_output_pass_gives_the_network_s_own_probability(classifier) -> 
     the numpy statistics compute from the features."""
     from ingest import read_image
     from model.content_fit import pooled_features
-    from tests.ingest.dicom_factory import sample_jpegs
 
     greys = [read_image(p).pixels for p in sample_jpegs(per_class=2)]
     predictions = classifier.predict(greys)

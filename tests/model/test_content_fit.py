@@ -14,7 +14,7 @@ import pytest
 
 from model.card import CARD_FILE, SHIPPED_DIR, WEIGHTS_FILE, ModelCard
 from model.content_check import CONTENT_CHECK_FILE, ContentCheck
-from tests.ingest.dicom_factory import data_dir
+from tests.datasets import FULL_DATASET, SITE_SAMPLE
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -47,10 +47,9 @@ def _fit(model: Path, data: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@FULL_DATASET.needed
 def test_the_fit_reproduces_the_shipped_check(model_copy: Path) -> None:
-    if not (data_dir() / "MANIFEST.csv").is_file():
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
-    done = _fit(model_copy, data_dir())
+    done = _fit(model_copy, FULL_DATASET.require())
     assert done.returncode == 0, done.stderr[-2000:]
     version = ModelCard.load(SHIPPED_DIR).model_version
     fitted = ContentCheck.load(model_copy, version)
@@ -65,11 +64,9 @@ def test_the_fit_reproduces_the_shipped_check(model_copy: Path) -> None:
     assert section["command"].startswith("cxr-triage content-check fit")
 
 
+@SITE_SAMPLE.needed
 def test_data_that_do_not_give_the_model_s_split_are_refused(model_copy: Path) -> None:
-    site = data_dir().parent / "pediatric-cxr-site"
-    if not (site / "MANIFEST.csv").is_file():
-        pytest.skip("the site sample is not present")
-    done = _fit(model_copy, site)
+    done = _fit(model_copy, SITE_SAMPLE.require())
     assert done.returncode == 2 and "Invalid value for --data" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (model_copy / CONTENT_CHECK_FILE).exists()
@@ -77,3 +74,15 @@ def test_data_that_do_not_give_the_model_s_split_are_refused(model_copy: Path) -
         json.loads((model_copy / CARD_FILE).read_text())["content_check"]
         == json.loads((SHIPPED_DIR / CARD_FILE).read_text())["content_check"]
     )
+
+
+def test_an_incomplete_non_chest_set_is_refused_rather_than_fitted_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the development extras (scikit-image, pydicom-data) the reference set is
+    smaller, and so would be the cut-off's ceiling: the fit says what to install instead."""
+    from model import content_fit, nonchest
+
+    monkeypatch.setattr(nonchest, "SKIMAGE_FILES", (*nonchest.SKIMAGE_FILES, "not-there.png"))
+    with pytest.raises(ValueError, match=r"incomplete \(\d+ of \d+ images found\).*\[dev\]"):
+        content_fit.nonchest_levels(32)

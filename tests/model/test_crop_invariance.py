@@ -18,15 +18,13 @@ from ingest import load_scorable
 from model.crop_check import crop_invariance
 from model.evaluate import labelled_files
 from model.predict import Classifier
-from tests.model.test_site_calibration import site_dir
+from tests.datasets import SITE_SAMPLE
 
-pytestmark = [pytest.mark.tf, pytest.mark.slow]
+pytestmark = [pytest.mark.tf, pytest.mark.slow, SITE_SAMPLE.needed]
 
 
 def test_cropping_normals_to_a_wider_aspect_does_not_make_them_pneumonia() -> None:
-    if not (site_dir() / "NORMAL").is_dir():
-        pytest.skip("the site sample is not present (set CXR_TEST_SITE)")
-    files = labelled_files(site_dir())
+    files = labelled_files(SITE_SAMPLE.require())
     images = [load_scorable(path)[0].pixels for path, _ in files]
     labels = np.array([label for _, label in files])
     uncropped, *cropped = crop_invariance(Classifier.load(), images, labels, aspects=(1.5,))

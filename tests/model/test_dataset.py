@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 
 from model import dataset
-from tests.ingest.dicom_factory import data_dir
+from tests.datasets import FULL_DATASET, SAMPLE_DIR
 
 
 @pytest.fixture(scope="module")
 def records_and_hashes() -> tuple[list[dataset.Record], list[str]]:
-    if not (data_dir() / "MANIFEST.csv").is_file():
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
-    records = dataset.load_manifest(data_dir())
+    records = dataset.load_manifest(FULL_DATASET.require())
     return records, dataset.content_hashes(records)
 
 
+@FULL_DATASET.needed
 def test_split_keeps_every_patient_and_every_image_on_one_side(records_and_hashes) -> None:
     records, hashes = records_and_hashes
     split = dataset.patient_split(records, hashes, 0.15, seed=11)
@@ -29,6 +28,7 @@ def test_split_keeps_every_patient_and_every_image_on_one_side(records_and_hashe
     assert len(split.train) + len(split.validation) == len(records)
 
 
+@FULL_DATASET.needed
 def test_split_is_stratified_and_about_the_requested_size(records_and_hashes) -> None:
     records, hashes = records_and_hashes
     split = dataset.patient_split(records, hashes, 0.15, seed=11)
@@ -39,6 +39,7 @@ def test_split_is_stratified_and_about_the_requested_size(records_and_hashes) ->
     assert all(r in split.validation for r in records if r.folder_split == "val")
 
 
+@FULL_DATASET.needed
 def test_split_depends_only_on_the_seed(records_and_hashes) -> None:
     records, hashes = records_and_hashes
     a = dataset.patient_split(records, hashes, 0.15, seed=3)
@@ -57,13 +58,11 @@ def test_byte_identical_images_of_different_patients_are_grouped_together(tmp_pa
     assert groups[0] == groups[1] != groups[2]
 
 
-def test_cached_array_is_reused_and_equals_the_preprocessing(
-    tmp_path: Path, records_and_hashes
-) -> None:
+def test_cached_array_is_reused_and_equals_the_preprocessing(tmp_path: Path) -> None:
     from ingest import read_image
     from model.preprocess import preprocess
 
-    records = records_and_hashes[0][:3]
+    records = dataset.load_manifest(SAMPLE_DIR)[:3]
     calls: list[Path] = []
 
     def reader(path: Path) -> np.ndarray:
@@ -78,15 +77,15 @@ def test_cached_array_is_reused_and_equals_the_preprocessing(
     assert np.array_equal(first[0].astype(np.float32) / 255.0, expected)
 
 
+@FULL_DATASET.needed
 def test_the_shipped_models_split_is_rederived_and_another_is_refused() -> None:
     import dataclasses
 
     from model.card import SHIPPED_DIR, ModelCard
 
+    data = FULL_DATASET.require()
     card = ModelCard.load(SHIPPED_DIR)
-    if not (data_dir() / "MANIFEST.csv").is_file():
-        pytest.skip("the pediatric-cxr dataset is not present (set CXR_TEST_DATASET)")
-    assert dataset.training_split(data_dir(), card).summary() == card.data["split"]
+    assert dataset.training_split(data, card).summary() == card.data["split"]
     other_seed = {**card.training, "config": {**card.training["config"], "seed": 1}}
     with pytest.raises(ValueError, match="differs"):
-        dataset.training_split(data_dir(), dataclasses.replace(card, training=other_seed))
+        dataset.training_split(data, dataclasses.replace(card, training=other_seed))

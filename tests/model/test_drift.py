@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import date
 
@@ -11,6 +12,7 @@ import pytest
 from model.content_check import ContentVerdict
 from model.drift import (
     MIN_CASES,
+    MIN_PSI_CASES,
     Reference,
     batch_bins,
     psi_and_ks,
@@ -123,3 +125,28 @@ def test_psi_needs_data_on_both_sides(live: np.ndarray) -> None:
 def test_an_infinite_distance_lands_in_the_last_bin() -> None:
     bins = batch_bins([(_prediction(0.1, float("inf"), ContentVerdict.NOT_CHEST), False)])
     assert [key for key in bins["m-1"] if key[0] == "distance"] == [("distance", 199)]
+
+
+@pytest.mark.parametrize(
+    ("cases", "urgent", "shift"),
+    [
+        (6, "collecting: 6 of 30 cases", "PSI/KS collecting (6 of 100 cases)"),
+        (45, "expected ", "PSI/KS collecting (45 of 100 cases)"),
+        (150, "expected ", "score PSI "),
+    ],
+)
+def test_figures_below_their_minimum_count_are_shown_as_collecting(
+    cases: int, urgent: str, shift: str
+) -> None:
+    """After 6 cases ``status`` said ``score PSI 1.70, distance PSI 5.53`` (noise: PSI over
+    10 groups floors near 9 / n) with no word that it means nothing yet (issue 21)."""
+    fresh = _reference(1)
+    result = report(
+        _stream(fresh.probabilities[:cases], fresh.distances[:cases]), _reference(), date.today(), 7
+    )
+    line = result.summary()
+    assert f"{cases} cases vs validation" in line
+    assert f"URGENT {result.urgent_share:.0%} ({urgent}" in line
+    assert shift in line
+    if cases < MIN_PSI_CASES:
+        assert not re.search(r"(PSI|KS) \d", line)  # no figure yet

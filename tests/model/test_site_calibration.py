@@ -23,17 +23,11 @@ from model.site_calibration import (
     site_model_version,
 )
 from tests.corpus import cr_dicom
-from tests.ingest.dicom_factory import REPO
+from tests.datasets import SITE_SAMPLE, sample_files
 from tests.processes import CLI, all_final, rows
 from tests.support import wait_until
 
 pytestmark = pytest.mark.tf  # model.site_calibration scores through the Classifier
-
-
-def site_dir() -> Path:
-    """The site sample: ``$CXR_TEST_SITE`` or ``../shared/data/pediatric-cxr-site``."""
-    env = os.environ.get("CXR_TEST_SITE")
-    return Path(env) if env else REPO / ".." / "shared" / "data" / "pediatric-cxr-site"
 
 
 def _draw(
@@ -156,11 +150,10 @@ def _env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def site_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``calibrate --site`` on the site sample, with one PNEUMONIA file given as DICOM."""
-    if not (site_dir() / "NORMAL").is_dir():
-        pytest.skip("the site sample is not present (set CXR_TEST_SITE)")
+    site = SITE_SAMPLE.require()
     root = tmp_path_factory.mktemp("site")
     sample = root / "sample"
-    shutil.copytree(site_dir(), sample, ignore=shutil.ignore_patterns("*.csv", "*.md"))
+    shutil.copytree(site, sample, ignore=shutil.ignore_patterns("*.csv", "*.md"))
     first = sorted((sample / "PNEUMONIA").iterdir())[0]
     cr_dicom(first, first.with_suffix(".dcm"))
     first.unlink()
@@ -178,6 +171,7 @@ def site_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@SITE_SAMPLE.needed
 def test_site_model_directory_records_the_calibration(site_model: Path) -> None:
     card = json.loads((site_model / "model_card.json").read_text())
     assert card["model_version"].endswith("+site-test-site")
@@ -199,10 +193,38 @@ def test_site_model_directory_records_the_calibration(site_model: Path) -> None:
 
 
 @pytest.mark.slow
+@SITE_SAMPLE.needed
+def test_site_model_carries_its_own_content_check_cut_offs(site_model: Path) -> None:
+    """Refitted on the site's films (never lower than shipped, never above the ceiling),
+    written beside the weights, recorded in the card, and what the site model loads."""
+    from model.card import SHIPPED_DIR
+    from model.content_check import ContentCheck
+    from model.predict import Classifier
+
+    card = json.loads((site_model / "model_card.json").read_text())
+    record = card["site_calibration"]["content_check"]
+    assert record["films"] == 125 and record["reject_alpha"] == 0.005
+    assert record["refused_after_in_sample"] <= record["refused_before"]
+    assert record["refused_after_leave_one_out"] <= 1  # <= 0.5 % of 125, rounded up
+    shipped = ContentCheck.load(
+        SHIPPED_DIR, json.loads((SHIPPED_DIR / "model_card.json").read_text())["model_version"]
+    )
+    assert shipped is not None
+    loaded = Classifier.load(site_model).content_check
+    assert loaded is not None
+    assert loaded.reject_threshold == pytest.approx(record["reject_threshold"])
+    assert loaded.population_threshold == pytest.approx(record["population_threshold"])
+    assert shipped.reject_threshold <= loaded.reject_threshold <= shipped.ceiling
+    assert loaded.population_threshold >= shipped.population_threshold
+    np.testing.assert_array_equal(loaded.whitening, shipped.whitening)
+
+
+@pytest.mark.slow
+@SITE_SAMPLE.needed
 def test_site_model_evaluates_and_scores_worklist_rows(site_model: Path, tmp_path: Path) -> None:
     env = _env(tmp_path)
     evaluated = subprocess.run(
-        [*CLI, "evaluate", "--model", str(site_model), "--data", str(site_dir()), "--out",
+        [*CLI, "evaluate", "--model", str(site_model), "--data", str(SITE_SAMPLE.path), "--out",
          str(tmp_path / "eval"), "--bootstrap", "0"],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -212,7 +234,7 @@ def test_site_model_evaluates_and_scores_worklist_rows(site_model: Path, tmp_pat
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    for path in sorted((site_dir() / "PNEUMONIA").iterdir())[:2]:
+    for path in sorted((SITE_SAMPLE.path / "PNEUMONIA").iterdir())[:2]:
         shutil.copy(path, inbox / path.name)
     env.update(CXR_MODEL_PATH=str(site_model), CXR_QUIET_PERIOD_S="0.5")
     run = subprocess.run(
@@ -232,12 +254,10 @@ def test_site_model_evaluates_and_scores_worklist_rows(site_model: Path, tmp_pat
 
 @pytest.mark.slow
 def test_too_small_a_sample_is_refused_with_a_message(tmp_path: Path) -> None:
-    if not (site_dir() / "NORMAL").is_dir():
-        pytest.skip("the site sample is not present (set CXR_TEST_SITE)")
-    sample = tmp_path / "small"
+    sample = tmp_path / "small"  # real films, ten a class: the committed sample does
     for label in ("NORMAL", "PNEUMONIA"):
         (sample / label).mkdir(parents=True)
-        for path in sorted((site_dir() / label).iterdir())[:10]:
+        for path in sample_files("train", label)[:10]:
             shutil.copy(path, sample / label / path.name)
     done = subprocess.run(
         [*CLI, "calibrate", "--site", str(sample), "--out", str(tmp_path / "out")],
