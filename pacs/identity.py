@@ -36,7 +36,7 @@ def outside_training_population(prediction: Prediction) -> bool:
     """Whether the result must carry :data:`OUTSIDE_TRAINING_POPULATION_CAVEAT`.
 
     The worklist row's ``outside_training_population`` flag (content check or header age)
-    reaches the results as ``prediction.content`` (``worker.results``).
+    reaches the results as ``prediction.content`` (``worker.publishing``).
     """
     return prediction.content is ContentVerdict.OUTSIDE_POPULATION
 
@@ -76,4 +76,22 @@ class ResultUIDs:
             sc_instance=uid("sc", source_sop_instance_uid, model_version),
             tracking=uid("finding", source_sop_instance_uid, model_version),
             device=uid("device", model_version),
+        )
+
+    @classmethod
+    def not_analysed(
+        cls, source_sop_instance_uid: str, study_instance_uid: str, model_version: str
+    ) -> ResultUIDs:
+        """The UIDs of a "not analysed" SR: the SR series of that model version in the
+        study (beside its scored SRs), an instance of its own (never the scored SR's, so a
+        film scored later gets its result as a new object), and no SC."""
+        scored = cls.derive(source_sop_instance_uid, study_instance_uid, model_version)
+        uid = derived_uid
+        return cls(
+            sr_series=scored.sr_series,
+            sr_instance=uid("sr-not-analysed", source_sop_instance_uid, model_version),
+            sc_series="",
+            sc_instance="",
+            tracking=uid("not-analysed", source_sop_instance_uid, model_version),
+            device=scored.device,
         )

@@ -4,6 +4,10 @@ File names are the results' SOP Instance UIDs (derived, so a redelivered task re
 own files rather than adding copies, and no patient data is in a name). Each file is
 written under a temporary name, re-read with pydicom and checked, then renamed into place:
 a PACS forwarder watching the outbox never sees half a file.
+
+Each writer returns what it wrote (kind, SOP Instance UID, path) as the ``result_objects``
+table tracks it (:class:`db.results.WrittenObject`, as :func:`ris.outbox.write_messages`
+does): nothing reads a UID back out of a file name.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ComprehensiveSRStorage, JPEGBaseline8Bit, SecondaryCaptureImageStorage
 
+from db.models import ResultKind
+from db.results import WrittenObject
 from model.prediction import Prediction
 from pacs.identity import ResultUIDs
 from pacs.sc import build_capture
 from pacs.source import read_source
-from pacs.sr import build_report
+from pacs.sr import build_not_analysed_report, build_report
 
 SR_PREFIX = "SR_"
 SC_PREFIX = "SC_"
@@ -34,11 +40,11 @@ class ResultWriteError(RuntimeError):
 
 def write_results(
     source: Path, prediction: Prediction, overlay: Image.Image, outbox: Path
-) -> list[Path]:
+) -> list[WrittenObject]:
     """Write the SR and the SC for ``prediction`` on the DICOM file ``source``.
 
     ``overlay`` is the radiograph with its Grad-CAM heatmap (:func:`model.overlay.
-    overlay_heatmap`). Returns the two paths, SR first. Raises
+    overlay_heatmap`). Returns the two objects written, SR first. Raises
     :class:`pacs.source.SourceHeaderError` for a source results cannot attach to, and
     :class:`ResultWriteError` when a written file does not read back.
     """
@@ -51,21 +57,30 @@ def write_results(
     capture = build_capture(reference, overlay, prediction, uids)
     sr_path = outbox / f"{SR_PREFIX}{uids.sr_instance}.dcm"
     sc_path = outbox / f"{SC_PREFIX}{uids.sc_instance}.dcm"
+    _write(report, sr_path, ComprehensiveSRStorage)
+    _write(capture, sc_path, SecondaryCaptureImageStorage)
     return [
-        _write(report, sr_path, ComprehensiveSRStorage),
-        _write(capture, sc_path, SecondaryCaptureImageStorage),
+        WrittenObject(ResultKind.SR, uids.sr_instance, str(sr_path)),
+        WrittenObject(ResultKind.SC, uids.sc_instance, str(sc_path)),
     ]
 
 
-def sop_instance_uid_of(path: Path) -> str:
-    """The SOP Instance UID of a result file, from its name (``SR_<uid>.dcm``)."""
-    prefix, _, uid = path.stem.partition("_")
-    if f"{prefix}_" not in (SR_PREFIX, SC_PREFIX) or not uid:
-        raise ValueError(f"{path.name} is not a result file name")
-    return uid
+def write_not_analysed(
+    reference: Dataset, words: str, model_version: str, outbox: Path
+) -> WrittenObject:
+    """Write the "not analysed" SR for the film whose header ``reference`` is
+    (:func:`pacs.not_analysed.device_source`), saying ``words``; returns what it wrote."""
+    uids = ResultUIDs.not_analysed(
+        reference.SOPInstanceUID, reference.StudyInstanceUID, model_version
+    )
+    outbox.mkdir(parents=True, exist_ok=True)
+    report = build_not_analysed_report(reference, words, model_version, uids)
+    path = outbox / f"{SR_PREFIX}{uids.sr_instance}.dcm"
+    _write(report, path, ComprehensiveSRStorage)
+    return WrittenObject(ResultKind.SR, uids.sr_instance, str(path))
 
 
-def _write(dataset: SOPClass, path: Path, sop_class_uid: str) -> Path:
+def _write(dataset: SOPClass, path: Path, sop_class_uid: str) -> None:
     partial = path.with_name(f".{path.name}.part")
     dataset.save_as(partial, enforce_file_format=True)
     try:
@@ -74,7 +89,6 @@ def _write(dataset: SOPClass, path: Path, sop_class_uid: str) -> Path:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(path)
-    return path
 
 
 def _check(path: Path, sop_instance_uid: str, sop_class_uid: str) -> None:

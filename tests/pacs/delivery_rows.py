@@ -6,11 +6,12 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import ResultKind, utcnow
-from db.results import WrittenObject, record_written
-from db.worklist import Arrival, Scored, admit, record_scored
-from pacs.outbox import sop_instance_uid_of, write_results
+from db.models import utcnow
+from db.results import record_written
+from db.worklist import Arrival, ScoreValues, admit
+from pacs.outbox import write_results
 from tests.support.pacs import ROUTINE, URGENT, radiograph
+from tests.support.worklist import record_scored
 
 
 def add_rows(
@@ -25,10 +26,10 @@ def add_rows(
         source = tmp_path / "archive" / f"{index}.dcm"
         source.parent.mkdir(parents=True, exist_ok=True)
         radiograph(small, instance_number=index + 1).save_as(source, enforce_file_format=True)
-        paths = write_results(source, prediction, overlay, tmp_path / "outbox")
+        written = write_results(source, prediction, overlay, tmp_path / "outbox")
         with sessions.begin() as session:
             entry, _ = admit(session, Arrival(f"{index:064d}", source.name, str(source), "dicom"))
-            scored = Scored(
+            scored = ScoreValues(
                 prediction.probability,
                 prediction.label.value,
                 prediction.priority.value,
@@ -37,10 +38,6 @@ def add_rows(
                 prediction.model_version,
             )
             record_scored(session, entry, scored, str(source))
-            written = [
-                WrittenObject(kind, sop_instance_uid_of(path), str(path))
-                for kind, path in zip((ResultKind.SR, ResultKind.SC), paths, strict=True)
-            ]
             record_written(session, entry.id, written, utcnow())
             ids.append(entry.id)
     return ids

@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +21,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1
 from pynetdicom import AE
 
 from ingest.dicom import decodable_transfer_syntaxes
+from pacs.peers import parse_peers
 from pacs.receiver import (
     CANNOT_UNDERSTAND,
+    DATA_SET_MISMATCH,
     DX_FOR_PRESENTATION,
-    OUT_OF_RESOURCES,
     Receiver,
     ReceiverConfig,
-    parse_allowed_callers,
 )
 from tests.ingest.dicom_factory import VARIANTS, jpeg_ls_encoder_available
 from tests.pacs.scp import free_port
@@ -52,7 +53,7 @@ def start(tmp_path: Path, **overrides: object) -> Receiver:
         "ae_title": AE_TITLE,
         "port": free_port(),
         "host": "127.0.0.1",
-        "timeout_s": 10.0,
+        "idle_timeout_s": 10.0,
     }
     values.update(overrides)
     receiver = Receiver(ReceiverConfig(**values))  # type: ignore[arg-type]
@@ -85,7 +86,8 @@ def send(
 
 
 def inbox_files(receiver: Receiver) -> list[Path]:
-    return sorted(receiver.config.inbox.iterdir())
+    """What the watcher would see: the receiver's own dot-folder is not the inbox's."""
+    return sorted(p for p in receiver.config.inbox.iterdir() if not p.name.startswith("."))
 
 
 def radiograph_variant(name: str, grey: np.ndarray) -> FileDataset:
@@ -166,19 +168,24 @@ def test_a_dx_for_presentation_of_another_body_part_is_refused(receiver, small_g
     assert "not_chest" in status.ErrorComment or "body" in status.ErrorComment
 
 
-def test_an_object_over_the_size_limit_is_out_of_resources(tmp_path, small_grey):
+def test_an_object_over_the_size_limit_aborts_its_association_as_it_passes(tmp_path, small_grey):
     receiver = start(tmp_path, max_object_bytes=1_000)  # the 56x56 radiograph is ~3.5 kB
     try:
-        _, status = send(receiver, radiograph_variant("native_8bit", small_grey))
+        ds = radiograph_variant("native_8bit", small_grey)
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+        assoc = ae.associate("127.0.0.1", receiver.port, ae_title=AE_TITLE)
+        assert assoc.is_established
+        status = assoc.send_c_store(ds)
+        assert "Status" not in status  # no response: the association was aborted
     finally:
         receiver.stop()
-    assert status is not None and status.Status == OUT_OF_RESOURCES
-    assert "larger" in status.ErrorComment
     assert inbox_files(receiver) == []
+    assert list((tmp_path / "inbox").rglob("*.part")) == []
 
 
 def test_callers_off_the_allow_list_and_a_wrong_called_title_are_rejected(tmp_path, small_grey):
-    receiver = start(tmp_path, allowed_callers=parse_allowed_callers(" PACS1 , MODALITY "))
+    receiver = start(tmp_path, peers=parse_peers(" PACS1@127.0.0.1 , MODALITY@127.0.0.1 "))
     try:
         ds = radiograph_variant("native_8bit", small_grey)
         assert send(receiver, ds, calling="INTRUDER") == (False, None)
@@ -269,7 +276,7 @@ def test_the_listen_command_serves_until_sigterm(tmp_path, small_grey):
         None,
         CXR_LISTEN_PORT=str(port),
         CXR_LISTEN_HOST="127.0.0.1",
-        CXR_LISTEN_ALLOWED_AE_TITLES="MODALITY",
+        CXR_LISTEN_PEERS="MODALITY@127.0.0.1",
         CXR_LOG_LEVEL="DEBUG",  # the PHI caps hold at any level
     )
     path = tmp_path / "chest.dcm"
@@ -302,3 +309,125 @@ def test_the_listen_command_serves_until_sigterm(tmp_path, small_grey):
     assert "received object" in text
     for value in ("Test^Child", ds.PatientID, ds.SOPInstanceUID, ds.StudyInstanceUID):
         assert str(value) not in text  # no PHI, no identifying UID in its log
+
+
+# -- checked before Success (issue 20): identity, pixel limits, duplicates, permissions ----
+
+
+def send_path(receiver: Receiver, path: Path, *, calling: str = "MODALITY") -> int | None:
+    from tests.pacs.hostile import send_file
+
+    syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    return send_file(receiver.port, path, called=AE_TITLE, calling=calling, syntax=syntax)
+
+
+def sparse_cr(path: Path, rows: int, columns: int, pixel_bytes: int | None = None, **kw):  # type: ignore[no-untyped-def]
+    from tests.pacs.hostile import radiograph_header, write_sparse_radiograph
+
+    size = rows * columns * 2 if pixel_bytes is None else pixel_bytes
+    return write_sparse_radiograph(path, radiograph_header(rows, columns), size, **kw)
+
+
+def test_a_data_set_whose_uid_is_not_the_commands_is_refused(receiver, tmp_path):
+    """Named and routed by the command's UID, the file would carry another identity than its
+    content; dcmtk's storescp answers 0xA900 as here. Before: Success."""
+    path = sparse_cr(tmp_path / "cr.dcm", 64, 64, affected_uid="1.2.826.0.1.3680043.8.498.1")
+    assert send_path(receiver, path) == DATA_SET_MISMATCH
+    assert inbox_files(receiver) == []
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        ("rows_columns_over_the_limit", "too_large"),
+        ("jpeg_sof_over_the_limit", "too_large"),
+        ("j2k_siz_over_the_limit", "too_large"),
+        ("pixel_data_short_of_the_image", "truncated"),
+        ("no_pixel_data", "no_pixel_data"),
+        ("two_frames", "multi_frame"),
+    ],
+)
+def test_a_header_ingest_would_refuse_for_its_pixels_never_gets_success(
+    receiver, tmp_path, build, reason
+):
+    """The receiver used to check eligibility only: a header whose Rows x Columns (or whose
+    codestream's frame header) was already over MAX_PIXELS was answered Success."""
+    from tests.pacs.hostile import radiograph_header, write_sparse_radiograph
+    from tests.reliability.bombs import j2k_siz_bomb, jpeg_sof_bomb
+
+    path = tmp_path / f"{build}.dcm"
+    if build == "rows_columns_over_the_limit":
+        sparse_cr(path, 20_000, 20_000, pixel_bytes=1024)
+    elif build == "jpeg_sof_over_the_limit":
+        jpeg_sof_bomb(path)
+    elif build == "j2k_siz_over_the_limit":
+        j2k_siz_bomb(path)
+    elif build == "pixel_data_short_of_the_image":
+        sparse_cr(path, 512, 512, pixel_bytes=1000)
+    elif build == "no_pixel_data":
+        ds = radiograph_header(64, 64)
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        write_sparse_radiograph(path, radiograph_header(64, 64, NumberOfFrames=2), 64 * 64 * 4)
+    status = send_path(receiver, path)
+    assert status == CANNOT_UNDERSTAND
+    assert inbox_files(receiver) == []
+    assert list(receiver.config.inbox.rglob("*.part")) == []
+    assert list(receiver.config.inbox.rglob("*.inflated")) == []
+
+
+def test_the_same_object_twice_is_kept_once(receiver, tmp_path):
+    path = sparse_cr(tmp_path / "cr.dcm", 64, 64)
+    assert send_path(receiver, path) == 0
+    assert send_path(receiver, path) == 0  # safe: the same bytes are already in the inbox
+    assert len(inbox_files(receiver)) == 1
+
+
+def test_another_object_under_the_same_uid_never_replaces_the_first(receiver, tmp_path):
+    from tests.pacs.hostile import radiograph_header, write_sparse_radiograph
+
+    a = radiograph_header(64, 64, PatientID="PATIENT-A")
+    b = radiograph_header(64, 64, PatientID="PATIENT-B")
+    b.SOPInstanceUID = a.SOPInstanceUID
+    assert send_path(receiver, write_sparse_radiograph(tmp_path / "a.dcm", a, 8192)) == 0
+    first = (receiver.config.inbox / f"{a.SOPInstanceUID}.dcm").read_bytes()
+    assert send_path(receiver, write_sparse_radiograph(tmp_path / "b.dcm", b, 8192)) == 0
+    files = inbox_files(receiver)
+    assert len(files) == 2
+    assert (receiver.config.inbox / f"{a.SOPInstanceUID}.dcm").read_bytes() == first
+    [beside] = [f for f in files if f.name != f"{a.SOPInstanceUID}.dcm"]
+    assert beside.name.startswith(a.SOPInstanceUID + ".")
+    assert pydicom.dcmread(beside, stop_before_pixels=True).PatientID == "PATIENT-B"
+
+
+def test_received_files_get_the_configured_mode_and_the_callers_title(tmp_path):
+    running = start(tmp_path, file_mode=0o600)
+    try:
+        path = sparse_cr(tmp_path / "cr.dcm", 64, 64)
+        assert send_path(running, path, calling="CR_ROOM1") == 0
+    finally:
+        running.stop()
+    [written] = inbox_files(running)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    meta = pydicom.dcmread(written, stop_before_pixels=True).file_meta
+    assert meta.SourceApplicationEntityTitle == "CR_ROOM1"
+    assert not (tmp_path / "inbox" / ".cxr-receiving").exists() or not any(
+        (tmp_path / "inbox" / ".cxr-receiving").iterdir()
+    )
+
+
+def test_received_objects_are_handed_on_once_written(tmp_path, small_grey):
+    handed: list[Path] = []
+    running = start(tmp_path)
+    running.on_received = handed.append
+    try:
+        ds = radiograph_variant("native_8bit", small_grey)
+        assert send(running, ds)[1].Status == 0  # type: ignore[union-attr]
+        assert send(running, ds)[1].Status == 0  # type: ignore[union-attr]
+    finally:
+        running.stop()
+    assert handed == [tmp_path / "inbox" / f"{ds.SOPInstanceUID}.dcm"]  # the duplicate: not

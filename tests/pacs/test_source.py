@@ -64,7 +64,7 @@ def write_with(
 
 
 def results_for(source: Path, tmp_path: Path, overlay) -> tuple[Dataset, Dataset, list[Path]]:
-    paths = write_results(source, URGENT, overlay, tmp_path / "outbox")
+    paths = [Path(o.path) for o in write_results(source, URGENT, overlay, tmp_path / "outbox")]
     return pydicom.dcmread(paths[0]), pydicom.dcmread(paths[1]), paths
 
 

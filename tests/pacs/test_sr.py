@@ -12,6 +12,7 @@ import pytest
 from pydicom.uid import ComprehensiveSRStorage
 
 from model.content_check import ContentVerdict
+from model.prediction import Priority
 from pacs import codes
 from pacs.identity import NOT_FOR_DIAGNOSTIC_USE, SR_SERIES_NUMBER, ResultUIDs
 from pacs.source import SourceHeaderError, read_source, reference_dataset
@@ -70,7 +71,9 @@ def test_report_codes_probability_label_priority_threshold_and_model(source_file
     label = sr_tree.only(group, "SCT", "233604007")
     assert sr_tree.coded_value(label) == ("SCT", "52101004")  # Present
     priority = sr_tree.only(group, "SCT", "260870009")
-    assert sr_tree.coded_value(priority) == (codes.LOCAL_SCHEME, "URGENT")
+    assert sr_tree.coded_value(priority) == ("SCT", "103391001")  # Urgent, a standard code
+    summary = sr_tree.only(group, "DCM", "111017")  # CAD Processing and Findings Summary
+    assert sr_tree.coded_value(summary) == ("DCM", "111242")  # succeeded, with findings
     version = sr_tree.only(group, "DCM", "111003")  # Algorithm Version
     assert version.TextValue == URGENT.model_version
     procedure = sr_tree.only(sr, "DCM", "121058")
@@ -84,7 +87,9 @@ def test_normal_label_is_coded_absent_and_routine(source_file, tmp_path):
     group = sr_tree.only(sr, "DCM", "125007")
     assert sr_tree.coded_value(sr_tree.only(group, "SCT", "233604007")) == ("SCT", "272519000")
     priority = sr_tree.only(group, "SCT", "260870009")
-    assert sr_tree.coded_value(priority) == (codes.LOCAL_SCHEME, "ROUTINE")
+    assert sr_tree.coded_value(priority) == ("SCT", "50811001")  # Routine, a standard code
+    summary = sr_tree.only(group, "DCM", "111017")
+    assert sr_tree.coded_value(summary) == ("DCM", "111241")  # succeeded, without findings
     assert sr_tree.numeric_value(sr_tree.only(group, "DCM", "122157")) == pytest.approx(0.08)
 
 
@@ -138,3 +143,61 @@ def test_dciodvfy_finds_no_errors_in_the_report(source_file, tmp_path):
     assert "ComprehensiveSR" in output
     errors = [line for line in output.splitlines() if line.startswith("Error")]
     assert not errors, "\n".join(errors)
+
+
+def test_only_the_suspect_tier_keeps_a_private_code(source_file, tmp_path):
+    suspect = replace(URGENT, priority=Priority.SUSPECT)
+    group = sr_tree.only(written_report(source_file, tmp_path, suspect), "DCM", "125007")
+    priority = sr_tree.only(group, "SCT", "260870009")
+    assert sr_tree.coded_value(priority) == (codes.LOCAL_SCHEME, "SUSPECT")
+    tiers = (Priority.URGENT, Priority.ROUTINE)
+    assert {codes.PRIORITY_VALUES[p].scheme_designator for p in tiers} == {"SCT"}
+
+
+def comments(sr: pydicom.Dataset) -> list[str]:
+    return [item.TextValue for item in sr_tree.find(sr, "DCM", "121106")]
+
+
+def report_for(source_file: Path, tmp_path: Path, **header: object) -> pydicom.Dataset:
+    """The SR of ``source_file`` with header attributes changed (``None`` deletes one)."""
+    ds = pydicom.dcmread(source_file)
+    for keyword, value in header.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    changed = tmp_path / "changed.dcm"
+    ds.save_as(changed, enforce_file_format=True)
+    return written_report(changed, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("header", "caveat"),
+    [
+        ({"PatientAge": None, "PatientBirthDate": None}, "Patient age unknown"),
+        ({"PatientAge": None, "PatientBirthDate": "", "StudyDate": "20240101"}, "unknown"),
+        ({"PatientAge": "034Y"}, "Patient age 34.0 years is outside the training population"),
+        ({"PatientAge": "006M"}, "Patient age 0.5 years is outside"),
+        ({"PatientAge": None, "PatientBirthDate": "19800101"}, "years is outside"),
+        ({"PatientAge": "006Y"}, "Patient age 6.0 years is outside"),
+    ],
+    ids=["no-age", "empty-birth-date", "adult", "infant", "adult-by-birth-date", "six"],
+)
+def test_report_carries_the_age_caveat_when_the_age_is_missing_or_outside_1_to_5(
+    source_file, tmp_path, header, caveat
+):
+    sr = report_for(source_file, tmp_path, **header)
+    [text] = comments(sr)
+    assert caveat in text
+    assert "trained on children aged 1-5 years; the probability may not hold" in text
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"PatientAge": "003Y"}, {"PatientAge": "012M"}, {"PatientAge": None}],
+    ids=["three", "one-by-months", "by-birth-date"],
+)
+def test_report_has_no_age_caveat_inside_the_training_range(source_file, tmp_path, header):
+    # the fixture's birth date 2021-03-15 and study date make a child of 1-5 years
+    assert comments(report_for(source_file, tmp_path, **header)) == []

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom import evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from pacs.outbox import write_results
-from pacs.store import PacsNode, StoreError, StorePriority, send
-from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, free_port, storage_scp
+from pacs.store import PacsNode, StoreError, StorePriority, _associate, send
+from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, free_port, rejecting_peer, storage_scp
 from tests.support.pacs import PATIENT_ID, URGENT
 
 
@@ -23,7 +27,7 @@ def scp() -> Iterator[StorageSCP]:
 
 @pytest.fixture
 def results(source_file: Path, overlay, tmp_path: Path) -> list[Path]:
-    return write_results(source_file, URGENT, overlay, tmp_path / "outbox")
+    return [Path(o.path) for o in write_results(source_file, URGENT, overlay, tmp_path / "outbox")]
 
 
 def test_sr_and_sc_arrive_intact(scp, results):
@@ -72,3 +76,31 @@ def test_invalid_ae_titles_are_refused_before_connecting():
         PacsNode("127.0.0.1", 104, "A_TITLE_LONGER_THAN_16")
     with pytest.raises(ValueError, match="AE title"):
         PacsNode("127.0.0.1", 104, "   ")
+
+
+@pytest.mark.parametrize(
+    ("rejection", "permanent", "words"),
+    [((1, 1, 1), True, "permanently: no reason given"), ((2, 3, 1), False, "congestion")],
+    ids=["permanent", "congestion"],
+)
+def test_a_rejection_answered_before_the_requestor_looks_is_still_a_rejection(
+    rejection, permanent, words
+):
+    """On a loaded machine the PACS's A-ASSOCIATE-RJ can arrive, and pynetdicom close the
+    socket, before the requesting thread checks the connection; pynetdicom then reports an
+    abort. Slowing that thread by a second makes the race certain: the answer must still be
+    the PACS's rejection, permanent or not (CI failed this way, as "could not be reached")."""
+
+    def slow_requestor(event: evt.Event) -> None:
+        time.sleep(1.0)
+
+    with rejecting_peer(*rejection) as peer:
+        with pytest.raises(StoreError) as raised:
+            _associate(
+                peer.node(),
+                [(str(Verification), ImplicitVRLittleEndian)],
+                also=[(evt.EVT_REQUESTED, slow_requestor)],
+            )
+        assert peer.requests == 1
+    assert words in str(raised.value) and "could not be reached" not in str(raised.value)
+    assert raised.value.permanent is permanent
