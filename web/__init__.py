@@ -2,6 +2,6 @@
 
 :func:`web.app.create_app` builds the FastAPI application (server-rendered Jinja2 pages and
 a JSON API, both behind a login); ``cxr-triage web`` serves it. The page never imports
-TensorFlow: heatmap thumbnails are the overlay PNGs the worker stored
-(:mod:`web.overlays`), or the plain radiograph.
+TensorFlow: the heatmap layer and the thumbnails are what the worker stored
+(:mod:`web.overlays`); films are decoded from the archive by ingest (:mod:`web.films`).
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field, computed_field, field_validator
 from sqlalchemy.orm import Session
 
@@ -49,7 +49,17 @@ class ApiEntry(ApiRow):
 
 
 class ApiWorklist(BaseModel):
+    """A page of the reading list (``rows``: each entry's images, leading image first, in
+    reading order) and of the entries listed apart (``apart``: not the device's to read).
+    ``offset`` and ``limit`` count entries of each list; ``total`` and ``apart_total`` how
+    many each has."""
+
     rows: list[ApiRow]
+    apart: list[ApiRow]
+    total: int
+    apart_total: int
+    offset: int
+    limit: int
 
 
 class ReviewRequest(BaseModel):
@@ -65,18 +75,28 @@ class ReviewRequest(BaseModel):
 @router.get("/worklist")
 def worklist(
     filters: Annotated[Filters, Query()],
-    reader: Annotated[str, Depends(auth.api_user)],
+    reader: Annotated[auth.Person, Depends(auth.api_user)],
     session: ReadSession,
 ) -> ApiWorklist:
-    """Rows in reading order: priority rank, then probability (high first), then arrival."""
-    rows = filters.rows(session)
-    results = objects_of(session, [entry.id for entry in rows])
-    return ApiWorklist(rows=[ApiRow.of(entry, results.get(entry.id, [])) for entry in rows])
+    """The reading list (db.reading): URGENT, then SUSPECT with every film not analysed,
+    then ROUTINE, oldest first within a tier, one entry per study; and the list apart."""
+    page = filters.page(session)
+    results = objects_of(session, [image.id for image in page.images])
+    return ApiWorklist(
+        rows=[row for entry in page.entries for row in ApiRow.listed(entry, results)],
+        apart=[row for entry in page.apart for row in ApiRow.listed(entry, results)],
+        total=page.total,
+        apart_total=page.apart_total,
+        offset=filters.offset,
+        limit=filters.limit,
+    )
 
 
 @router.get("/worklist/{entry_id}")
 def entry(
-    entry_id: EntryId, reader: Annotated[str, Depends(auth.api_user)], session: ReadSession
+    entry_id: EntryId,
+    reader: Annotated[auth.Person, Depends(auth.api_user)],
+    session: ReadSession,
 ) -> ApiEntry:
     """One row, with every review recorded on it (oldest first) under ``reviews``."""
     found = get_entry(session, entry_id)
@@ -87,17 +107,19 @@ def entry(
 
 @router.post("/worklist/{entry_id}/review")
 def review_entry(
+    request: Request,
     entry_id: EntryId,
     body: ReviewRequest,
-    reader: Annotated[str, Depends(auth.api_write_user)],
+    reader: Annotated[auth.Person, Depends(auth.api_reviewer)],
     session: WriteSession,
 ) -> ApiEntry:
-    """Record ``decision`` by the authenticated reader; the row stays on the worklist and
-    keeps the latest decision, the history keeps every one."""
+    """Record ``decision`` by the authenticated reviewer (the reviewer or admin role); the
+    row stays on the worklist and keeps the latest decision, the history keeps every one."""
     try:
-        reviewed = review(session, entry_id, body.decision, reader, note=body.note)
+        reviewed = review(session, entry_id, body.decision, reader.name, note=body.note)
     except LookupError as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    auth.audit_review(session, request, reader, entry_id, body.decision.value, "api")
     return _with_reviews(session, reviewed)
 
 

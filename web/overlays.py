@@ -48,6 +48,58 @@ def save_overlay(image: Image.Image, overlay_dir: Path, file_sha256: str) -> Pat
     return target
 
 
+def heatmap_file(overlay_dir: Path, file_sha256: str) -> Path:
+    """Where the Grad-CAM heatmap itself (not blended) of that file lives: the review page's
+    separate heatmap layer (:mod:`web.films`)."""
+    return overlay_file(overlay_dir, file_sha256).with_suffix(".heat.png")
+
+
+def save_heatmap(heatmap: np.ndarray, overlay_dir: Path, file_sha256: str) -> Path:
+    """Store ``heatmap`` (values in [0, 1], the model's input grid) as an 8-bit grey PNG.
+
+    The heatmap as Grad-CAM made it, scaled to its own peak; the page colours it and scales
+    it by the row's probability, so its colours mean the same on every case. A few KB.
+    """
+    target = heatmap_file(overlay_dir, file_sha256)
+    overlay_dir.mkdir(parents=True, exist_ok=True)
+    levels = np.rint(np.clip(np.nan_to_num(heatmap, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
+    partial = target.with_name(f".{target.name}.part")
+    Image.fromarray(levels, mode="L").save(partial, format="PNG")
+    partial.replace(target)
+    return target
+
+
+THUMBNAIL_WEBP_SIDE = 96
+#: A stored thumbnail larger than this is not one the worker wrote: not served.
+THUMBNAIL_MAX_BYTES = 64 * 1024
+
+
+def thumbnail_file(overlay_dir: Path, file_sha256: str) -> Path:
+    """Where the worklist's thumbnail of that file lives (the plain film, no heatmap)."""
+    return overlay_file(overlay_dir, file_sha256).with_suffix(".thumb.webp")
+
+
+def thumbnail_webp(grey: np.ndarray) -> bytes:
+    """Display levels (0..255) as a WebP :data:`THUMBNAIL_WEBP_SIDE` px on its longer side:
+    2-4 KB for a chest film, so a page of 100 rows stays light."""
+    image = Image.fromarray(np.rint(grey).clip(0, 255).astype(np.uint8), mode="L")
+    image.thumbnail((THUMBNAIL_WEBP_SIDE, THUMBNAIL_WEBP_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=60, method=4)
+    return buffer.getvalue()
+
+
+def save_thumbnail(grey: np.ndarray, overlay_dir: Path, file_sha256: str) -> Path:
+    """Store the worklist thumbnail of the film whose display levels are ``grey``, made once
+    by the worker (which has the film decoded) instead of by the page on every first view."""
+    target = thumbnail_file(overlay_dir, file_sha256)
+    overlay_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    partial.write_bytes(thumbnail_webp(grey))
+    partial.replace(target)
+    return target
+
+
 class Thumbnails:
     """PNG bytes for a worklist row: its stored overlay, else its archived radiograph."""
 

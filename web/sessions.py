@@ -6,6 +6,11 @@ worklist and posting reviews until it expired (8 h). Here the cookie holds a ses
 that must also be live in :class:`SessionStore`; logout, expiry, or a restart of the web
 process removes it, and the cookie is then worth nothing.
 
+A session names an account id and the account's password stamp at login (when its
+password was last set): the account is read again at every request
+(:func:`web.auth.session_person`), so that a disabled account, a changed role or a new
+password takes effect on the next click, whichever process made the change.
+
 In memory, because ``cxr-triage web`` is one process; a restart logs every reader out,
 which is the safe direction.
 """
@@ -24,12 +29,13 @@ MAX_SESSIONS = 10_000
 
 @dataclass(frozen=True)
 class LiveSession:
-    user: str
+    account_id: int
+    stamp: str  # the account's password_changed_at at login ("" if none)
     expires_at: float
 
 
 class SessionStore:
-    """Session id -> the reader it belongs to, until it expires or is revoked."""
+    """Session id -> the account it belongs to, until it expires or is revoked."""
 
     def __init__(self, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_age_s = max_age_s
@@ -37,19 +43,19 @@ class SessionStore:
         self._sessions: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
 
-    def start(self, user: str) -> str:
-        """A new session id for ``user`` (unguessable, 256 bits)."""
+    def start(self, account_id: int, stamp: str) -> str:
+        """A new session id for the account (unguessable, 256 bits)."""
         session_id = secrets.token_urlsafe(32)
         now = self._clock()
         with self._lock:
             self._expire(now)
             while len(self._sessions) >= MAX_SESSIONS:
                 self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[session_id] = LiveSession(user, now + self.max_age_s)
+            self._sessions[session_id] = LiveSession(account_id, stamp, now + self.max_age_s)
         return session_id
 
-    def user(self, session_id: str) -> str | None:
-        """The reader of a live session, else ``None``."""
+    def get(self, session_id: str) -> LiveSession | None:
+        """The live session, else ``None``."""
         with self._lock:
             live = self._sessions.get(session_id)
             if live is None:
@@ -57,7 +63,7 @@ class SessionStore:
             if live.expires_at <= self._clock():
                 del self._sessions[session_id]
                 return None
-            return live.user
+            return live
 
     def end(self, session_id: str) -> None:
         with self._lock:

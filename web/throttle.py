@@ -1,33 +1,37 @@
-"""Failed-login throttling: a backoff per client address and per user name.
+"""Failed-login throttling for what has no account row: client addresses and unknown names.
 
-Without it a password can be guessed as fast as the server answers (200 guesses in 4 s were
-measured). Each key (``client:<address>``, ``user:<digest>``) may fail
-``free_failures`` times; that failure and every further one lock the key for a backoff that
-doubles from ``base_s`` up to ``max_s``. While a key is locked every attempt is refused
-before the password is even compared, and counts as a failure (it extends the lock): the
-right password, guessed or typed, is refused too, so hammering learns nothing, and 200
-guesses end in a lock of ``max_s`` however fast they came. A success clears the user's key
-(the client's stays, so a valid account cannot be used to reset an address's count).
+Without a throttle a password can be guessed as fast as the server answers (200 guesses in
+4 s were measured, issue 12). Accounts keep their own lock in the database
+(:func:`db.accounts.record_failure`), which no other key can push out. What remains in
+memory, under the same rule (:class:`db.accounts.LockPolicy`), is:
 
-The per-user key holds across addresses (a botnet still meets it); the cost is that someone
-who knows the user name can keep the reader locked out for ``max_s`` at a time, which is the
-usual trade (OWASP's authentication cheat sheet) and why ``max_s`` stays at minutes.
+- one key per client address (``client:<address>``), so that one address cannot try name
+  after name; a success does not clear it (a valid account must not reset an address's
+  count);
+- one key per *unknown* name, so that an unknown name locks exactly like a known one and
+  the answers do not tell which accounts exist. The key is an HMAC of the name under a
+  random per-process key: never logged, never stored, and useless to anyone reading memory
+  dumps with a word list.
 
-State is in memory: ``cxr-triage web`` is one process, and a restart forgetting the counts
-only ever helps a reader who locked themselves out.
+Each table is bounded (:data:`MAX_KEYS`, oldest dropped first), and the two are separate:
+junk names from one address fill only the unknown-name table, never the client table, and
+never reach an account's lock. A restart forgetting the counts only helps a reader who
+locked themselves out; accounts stay locked across it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
+import hmac
+import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Keys remembered at most (an attacker rotating user names must not grow memory unbounded).
+from db.accounts import LockPolicy
+
+#: Keys remembered at most per table (an attacker rotating names must not grow memory).
 MAX_KEYS = 10_000
 
 
@@ -38,31 +42,18 @@ class _Record:
     last_failure: float = 0.0
 
 
-def user_digest(username: str) -> str:
-    """What logs and keys call a submitted user name: 12 hex digits of its SHA-256.
-
-    Enough to see that the same name is being tried; the name itself (sometimes a password
-    typed into the wrong field) never reaches a log.
-    """
-    return hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()[:12]
-
-
 class LoginThrottle:
     """Counts failures per key and says how long a key must still wait."""
 
     def __init__(
         self,
-        free_failures: int = 5,
-        base_s: float = 1.0,
-        max_s: float = 900.0,
+        policy: LockPolicy,
         clock: Callable[[], float] = time.monotonic,
+        max_keys: int = MAX_KEYS,
     ) -> None:
-        if free_failures < 1 or base_s <= 0 or max_s < base_s:
-            raise ValueError("need free_failures >= 1 and 0 < base_s <= max_s")
-        self.free_failures = free_failures
-        self.base_s = base_s
-        self.max_s = max_s
+        self.policy = policy
         self._clock = clock
+        self._max_keys = max_keys
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -80,20 +71,33 @@ class LoginThrottle:
         with self._lock:
             for key in keys:
                 record = self._records.pop(key, None) or _Record()
-                if now - record.last_failure > self.max_s:
+                if now - record.last_failure > self.policy.max_s:
                     record = _Record()  # quiet for a whole lock period: start afresh
                 record.failures += 1
                 record.last_failure = now
-                excess = record.failures - self.free_failures
-                if excess >= 0:
-                    backoff = self.base_s * math.pow(2, min(excess, 30))
-                    record.locked_until = now + min(backoff, self.max_s)
+                wait = self.policy.lock_s(record.failures)
+                if wait > 0:
+                    record.locked_until = now + wait
                 self._records[key] = record
                 worst = max(worst, record.failures)
-            while len(self._records) > MAX_KEYS:
+            while len(self._records) > self._max_keys:
                 self._records.popitem(last=False)
         return worst
 
-    def succeeded(self, key: str) -> None:
-        with self._lock:
-            self._records.pop(key, None)
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class UnknownNames:
+    """The in-memory keys of names that match no account (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def key(self, typed: str) -> str:
+        digest = hmac.new(self._key, typed.strip().lower().encode("utf-8", "replace"), "sha256")
+        return f"unknown:{digest.hexdigest()}"
+
+
+def client_key(address: str) -> str:
+    return f"client:{address}"

@@ -34,16 +34,20 @@ def test_every_api_route_needs_credentials(client: TestClient, worklist: Worklis
         assert get_entry(session, row).reviewed_at is None
 
 
-def test_worklist_is_in_reading_order_with_unscored_rows_last(client, worklist):
+def test_worklist_is_the_reading_list_with_files_not_read_listed_apart(client, worklist):
     response = client.get("/api/worklist", auth=BASIC)
     assert response.status_code == 200
-    rows = response.json()["rows"]
-    ids = [row["id"] for row in rows]
-    expected = [worklist.ids[name] for name in READING_ORDER]
-    assert ids[:5] == expected
-    assert set(ids[5:]) == {worklist.ids["rejected"], worklist.ids["queued"]}
+    body = response.json()
+    rows = body["rows"]
+    assert [row["id"] for row in rows] == [worklist.ids[name] for name in READING_ORDER]
+    assert [row["position"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert [row["tier"] for row in rows] == ["urgent"] * 2 + ["suspect"] * 2 + ["routine"] * 2
+    assert all(row["entry_id"] == row["id"] and row["role"] == "leading" for row in rows)
+    assert [row["id"] for row in body["apart"]] == [worklist.ids["rejected"]]
+    assert body["apart"][0]["tier"] == "apart" and body["apart"][0]["position"] is None
+    assert (body["total"], body["apart_total"], body["offset"]) == (6, 1, 0)
     first = rows[0]
-    assert first["priority"] == "urgent" and first["probability"] == 0.97
+    assert first["priority"] == "urgent" and first["probability"] == 0.88
     assert first["label"] == "pneumonia" and first["model_version"] == "sepcnn-test-1.0"
     assert first["image_url"] == f"/worklist/{first['id']}/image.png"
     assert rows[2]["flags"] == ["age_outside_training_range", "eligibility_unverified"]
@@ -51,12 +55,18 @@ def test_worklist_is_in_reading_order_with_unscored_rows_last(client, worklist):
 
 def test_filters_narrow_the_list(client, worklist):
     rejected = client.get("/api/worklist", params={"status": "rejected"}, auth=BASIC).json()
-    assert [row["id"] for row in rejected["rows"]] == [worklist.ids["rejected"]]
-    assert rejected["rows"][0]["reason"] == "lateral_view"
+    assert rejected["rows"] == []
+    assert [row["id"] for row in rejected["apart"]] == [worklist.ids["rejected"]]
+    assert rejected["apart"][0]["reason"] == "lateral_view"
     one = client.get("/api/worklist", params={"accession_number": "ACC-002"}, auth=BASIC).json()
     assert [row["id"] for row in one["rows"]] == [worklist.ids["suspect-31"]]
     limited = client.get("/api/worklist", params={"limit": 2}, auth=BASIC).json()
-    assert len(limited["rows"]) == 2
+    assert len(limited["rows"]) == 2 and limited["total"] == 6
+    paged = client.get("/api/worklist", params={"limit": 2, "offset": 2}, auth=BASIC).json()
+    assert [row["position"] for row in paged["rows"]] == [3, 4]
+    assert paged["apart"] == [] and paged["apart_total"] == 1
+    too_deep = client.get("/api/worklist", params={"offset": -1}, auth=BASIC)
+    assert too_deep.status_code == 422
     bad = client.get("/api/worklist", params={"status": "bogus"}, auth=BASIC)
     assert bad.status_code == 422 and "bogus" in bad.text
 
@@ -121,7 +131,8 @@ def test_the_api_and_the_cli_show_a_row_with_the_same_fields(
     """One row schema (db.schema.WorklistRow): ``cxr-triage worklist --json`` prints what
     ``GET /api/worklist`` answers, but the page links, which only the page can resolve, and
     the file names, which the API keeps to itself (they may carry a patient's name)."""
-    api = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()["rows"]
+    body = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()
+    api = body["rows"] + body["apart"]  # the CLI prints the reading list, then the list apart
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     printed = subprocess.run(
         [sys.executable, "-m", "worker.cli", "worklist", "--json", "--include-reviewed"],
@@ -144,7 +155,8 @@ def test_the_api_and_the_cli_show_a_row_with_the_same_fields(
 
 def test_the_api_never_shows_file_names_or_server_paths(client: TestClient, worklist: Worklist):
     """Senders name files after patients; the API row carries no name or path of a file."""
-    rows = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()["rows"]
+    body = client.get("/api/worklist", params={"reviewed": "all"}, auth=BASIC).json()
+    rows = body["rows"] + body["apart"]
     one = client.get(f"/api/worklist/{rows[0]['id']}", auth=BASIC).json()
     for row in (*rows, one):
         assert not {"source_name", "archived_path", "source_path"} & row.keys()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from db import migrate
 from web.config import WebConfig, WebConfigError
 from worker.cli import app
 from worker.cli.web_commands import web_config
@@ -18,43 +19,60 @@ def config(**overrides: object) -> WebConfig:
         "database_url": "sqlite://",
         "archive_dir": Path("/tmp/a"),
         "overlay_dir": Path("/tmp/o"),
-        "username": "reader",
-        "password": "long enough",
     }
     values.update(overrides)
     return WebConfig(**values)  # type: ignore[arg-type]
 
 
-def test_no_or_short_password_or_bad_name_is_refused():
-    with pytest.raises(WebConfigError, match="CXR_WEB_PASSWORD"):
-        config(password="")
-    with pytest.raises(WebConfigError, match="at least"):
-        config(password="short")
-    with pytest.raises(WebConfigError, match="USERNAME"):
-        config(username="a:b")
-    assert "long enough" not in repr(config())
+def test_a_remote_user_header_needs_a_named_trusted_proxy():
+    with pytest.raises(WebConfigError, match="CXR_WEB_TRUSTED_PROXIES"):
+        config(remote_user_header="X-Remote-User")
+    with pytest.raises(WebConfigError, match="not '\\*'"):
+        config(remote_user_header="X-Remote-User", trusted_proxies="*")
+    assert config(remote_user_header="X-Remote-User", trusted_proxies="10.0.0.5")
+    with pytest.raises(WebConfigError, match="SESSION_SECRET"):
+        config(session_secret="short")
 
 
 def test_config_comes_from_the_settings(tmp_path: Path):
     settings = Settings(
-        data_dir=tmp_path, web_username="dr.x", web_password="s3cret-pass", web_port=9000
+        data_dir=tmp_path,
+        web_port=9000,
+        web_trusted_proxies=" 10.0.0.5 ",
+        web_remote_user_header="X-Remote-User",
     )
     built = web_config(settings)
-    assert (built.username, built.password) == ("dr.x", "s3cret-pass")
+    assert (built.trusted_proxies, built.remote_user_header) == ("10.0.0.5", "X-Remote-User")
     assert built.overlay_dir == tmp_path.resolve() / "overlays"
-    assert built.archive_dir == settings.archive_dir
+    assert built.archive_dir == settings.archive
 
 
-def test_cli_refuses_to_start_without_a_password(tmp_path: Path, monkeypatch):
+def _web(tmp_path: Path, monkeypatch, password: str | None):
+    url = f"sqlite:///{tmp_path / 'worklist.sqlite3'}"
+    migrate.upgrade(url)
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("CXR_WEB_PASSWORD", raising=False)
+    monkeypatch.setenv("CXR_DATABASE_URL", url)
+    if password is None:
+        monkeypatch.delenv("CXR_WEB_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("CXR_WEB_PASSWORD", password)
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(app, ["web"])
+        return CliRunner().invoke(app, ["web"])
     finally:
         get_settings.cache_clear()
+
+
+def test_cli_refuses_to_start_without_any_account(tmp_path: Path, monkeypatch):
+    result = _web(tmp_path, monkeypatch, None)
     assert result.exit_code == 2
-    assert "CXR_WEB_PASSWORD" in result.output
+    assert "no enabled account" in result.output and "user add" in result.output
+
+
+def test_cli_refuses_a_shared_password_shorter_than_it_ever_allowed(tmp_path, monkeypatch):
+    result = _web(tmp_path, monkeypatch, "short")
+    assert result.exit_code == 2
+    assert "at least 8 characters" in result.output
 
 
 def test_the_settings_file_may_not_hold_the_web_password(tmp_path: Path, monkeypatch):

@@ -20,7 +20,7 @@ from db.models import ReviewDecision
 from db.worklist import get_entry, review, review_history
 from tests.support.web import PASSWORD, USERNAME, Worklist
 from tests.web.test_pages import csrf
-from web.app import create_app
+from web.app import SECURITY_HEADERS, create_app
 from web.auth import CSRF_HEADER
 
 BASIC = (USERNAME, PASSWORD)
@@ -121,7 +121,9 @@ CRAFTED_FILTERS = [
     {"patient_id": "PID\x00-1"},
     {"accession_number": "\x00"},
     {"status": "done\x00"},
-    {"limit": str(2**64)},
+    {"limit": "0"},
+    {"limit": "-5"},
+    {"limit": "5" * 5000},
 ]
 HUGE_IDS = [2**63, 2**63 - 1 + 10, 2**64, -(2**63) - 1]
 
@@ -186,11 +188,33 @@ def test_health_check_fails_when_the_database_is_unreachable(worklist: Worklist)
     assert "127.0.0.1" not in response.text and "nobody" not in response.text
 
 
-def test_radiographs_are_never_cached(logged_in: TestClient, worklist: Worklist):
-    for name in ("urgent-97", "routine-08"):  # a stored overlay, a plain radiograph
-        response = logged_in.get(f"/worklist/{worklist.ids[name]}/image.png")
-        assert response.status_code == 200
-        assert response.headers["cache-control"] == "no-store"
+def test_radiographs_are_kept_private_and_revalidated_every_time(
+    logged_in: TestClient, worklist: Worklist
+):
+    """Patient images: never in a shared cache, never reused without the server checking
+    the session (``private, no-cache``, ``Vary: Cookie``); an unchanged one costs a 304."""
+    row = worklist.ids["urgent-97"]
+    for url in (
+        f"/worklist/{row}/image.png",
+        f"/worklist/{row}/thumb.webp",
+        f"/worklist/{row}/film.png?max_side=512",
+        f"/worklist/{row}/heatmap.png",
+    ):
+        response = logged_in.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["cache-control"] == "private, no-cache", url
+        assert response.headers["vary"] == "Cookie", url
+        etag = response.headers.get("etag")
+        if etag:
+            again = logged_in.get(url, headers={"If-None-Match": etag})
+            assert again.status_code == 304 and again.content == b"", url
+    token = csrf(logged_in.get("/worklist").text)
+    logged_in.post("/logout", data={"csrf_token": token})
+    # a logged-out browser presenting its copy's validator gets the login form, not a 304
+    gone = logged_in.get(
+        f"/worklist/{row}/thumb.webp", headers={"If-None-Match": etag}, follow_redirects=False
+    )
+    assert gone.status_code == 303 and gone.headers["location"] == "/login"
 
 
 # -- review history ------------------------------------------------------------------------
@@ -249,3 +273,66 @@ def test_the_review_history_cannot_be_rewritten(worklist: Worklist):
             session.execute(text(statement))
     with worklist.sessions() as session:
         assert [h.note for h in review_history(session, row)] == ["first read"]
+
+
+# -- every error carries the security headers (issue 20) ----------------------------------
+
+
+def _has_security_headers(response) -> bool:
+    return all(response.headers.get(name) == value for name, value in SECURITY_HEADERS.items())
+
+
+def test_a_note_with_a_lone_surrogate_is_a_422_with_the_security_headers(
+    logged_in: TestClient, worklist: Worklist
+):
+    """A JSON note holding "\\ud800" reached the database, which cannot store it: a 500
+    without the security headers (issue 20)."""
+    row = worklist.ids["urgent-88"]
+    for body in (
+        b'{"decision": "agree", "note": "x\\ud800y"}',
+        b'{"decision": "agree", "note": "\\udfff"}',
+    ):
+        response = logged_in.post(
+            f"/api/worklist/{row}/review",
+            content=body,
+            headers={"content-type": "application/json"},
+            auth=BASIC,
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "note"]
+        assert "\\ud8" not in response.text and _has_security_headers(response)
+    paired = logged_in.post(  # a valid pair is one character, and welcome
+        f"/api/worklist/{row}/review",
+        content=b'{"decision": "agree", "note": "ok \\ud83d\\ude00"}',
+        headers={"content-type": "application/json"},
+        auth=BASIC,
+    )
+    assert paired.status_code == 200 and paired.json()["reviews"][-1]["note"] == "ok \U0001f600"
+
+
+def test_every_error_response_carries_the_security_headers(worklist: Worklist):
+    with TestClient(create_app(worklist.config())) as client:
+        answers = [
+            client.get("/api/worklist"),  # 401
+            client.get("/no-such-page"),  # 404
+            client.put("/login"),  # 405
+            client.get("/api/worklist", params={"limit": "x"}, auth=BASIC),  # 422
+            client.get("/api/audit", auth=BASIC),  # 403
+        ]
+        assert [r.status_code for r in answers] == [401, 404, 405, 422, 403]
+        assert all(_has_security_headers(r) for r in answers)
+    config = worklist.config()
+    down = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    broken = type(config)(**{**config.__dict__, "database_url": down})
+    with TestClient(create_app(broken), raise_server_exceptions=False) as client:
+        crashed = client.post("/login", data={"username": USERNAME, "password": PASSWORD})
+    assert crashed.status_code == 500 and _has_security_headers(crashed)
+    assert "nobody" not in crashed.text and "127.0.0.1" not in crashed.text
+
+
+def test_the_note_check_refuses_lone_surrogates_whatever_the_route():
+    from web.params import check_note
+
+    with pytest.raises(ValueError, match="surrogate"):
+        check_note("left \ud800 alone")
+    assert check_note(" fine \U0001f600 ") == "fine \U0001f600"

@@ -39,18 +39,26 @@ def test_worklist_page_lists_rows_in_reading_order(logged_in: TestClient, workli
     response = logged_in.get("/worklist")
     assert response.status_code == 200
     ids = row_ids(response.text)
-    assert ids[:5] == [worklist.ids[name] for name in READING_ORDER]
+    assert ids == [worklist.ids[name] for name in READING_ORDER]
+    # the list apart is its own view, counted and linked from the reading list's
+    assert "1 entry listed apart" in response.text
+    apart_view = logged_in.get("/worklist", params={"tier": "apart"}).text
+    apart = re.findall(r'<tr class="apart [^"]*" data-id="(\d+)"', apart_view)
+    assert apart == [str(worklist.ids["rejected"])]
+    assert "Entries 1–6 of 6" in response.text
     assert "NOT FOR DIAGNOSTIC USE" in response.text
     assert "ACC-003" in response.text  # the urgent 0.97 row's accession
-    assert '<span class="flag">age_outside_training_range</span>' in response.text
+    assert 'data-flag="age_outside_training_range">age outside 1-5 years</span>' in response.text
     assert response.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
 
 def test_filters_on_the_page(logged_in: TestClient, worklist: Worklist):
     response = logged_in.get("/worklist", params={"status": "rejected"})
-    assert row_ids(response.text) == [worklist.ids["rejected"]]
-    assert "lateral_view" in response.text
+    assert row_ids(response.text) == [] and "1 entry listed apart" in response.text
+    response = logged_in.get("/worklist", params={"status": "rejected", "tier": "apart"})
+    assert f'data-id="{worklist.ids["rejected"]}"' in response.text
+    assert "Not the device&#39;s to read: a lateral view" in response.text  # the reason, in words
     bad = logged_in.get("/worklist", params={"since": "yesterday-ish"})
     assert bad.status_code == 200 and "yesterday-ish" in bad.text  # the error names it
 
@@ -58,16 +66,19 @@ def test_filters_on_the_page(logged_in: TestClient, worklist: Worklist):
 def test_review_form_records_the_reader_and_opens_the_next_case(
     logged_in: TestClient, worklist: Worklist
 ):
-    first = worklist.ids["urgent-97"]
+    first = worklist.ids["urgent-88"]
     page = logged_in.get(f"/worklist/{first}")
-    assert page.status_code == 200 and "97 %" in page.text
+    assert page.status_code == 200 and "88 %" in page.text
     response = logged_in.post(
         f"/worklist/{first}/review",
         data={"decision": "agree", "csrf_token": csrf(page.text)},
         follow_redirects=False,
     )
     assert response.status_code == 303
-    assert response.headers["location"] == f"/worklist/{worklist.ids['urgent-88']}"
+    assert response.headers["location"] == f"/worklist/{worklist.ids['urgent-97']}?saved={first}"
+    # the next case confirms what the database holds
+    confirmed = logged_in.get(response.headers["location"]).text
+    assert f"Review saved: <strong>agree</strong> on case {first} by {USERNAME}" in confirmed
     with worklist.sessions() as session:
         entry = get_entry(session, first)
         assert (entry.review_decision, entry.reviewed_by) == (ReviewDecision.AGREE, USERNAME)

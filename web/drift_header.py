@@ -7,18 +7,14 @@ what it meant at validation, before the next case is opened.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from db.drift import counts_since
-from db.models import utcnow
-from model.drift import DriftReport, Reference, pooled, report
+from db.drift_counts import window_counts
+from model.drift import DriftReport, Reference, report
 
 log = logging.getLogger(__name__)
-
-WINDOW_DAYS = 7
 
 
 def load_reference(model_dir: Path | None) -> Reference | None:
@@ -33,6 +29,5 @@ def load_reference(model_dir: Path | None) -> Reference | None:
 def header_report(session: Session, reference: Reference | None) -> DriftReport | None:
     if reference is None:
         return None
-    first_day = utcnow().date() - timedelta(days=WINDOW_DAYS - 1)
-    counts = counts_since(session, first_day, reference.model_version).values()
-    return report(pooled(counts), reference, first_day, WINDOW_DAYS)
+    window = window_counts(session, reference.model_version)  # the worker's window too
+    return report(window.bins, reference, window.first_day, window.days)
