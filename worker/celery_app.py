@@ -10,23 +10,39 @@ Workers consume both, live first: on Redis the queues are polled in that fixed o
 results tasks only run when no triage task waits. A deployment that wants a hard reservation runs
 one more worker with ``--queues cxr.live``.
 
+RabbitMQ pushes messages instead of being polled, so there the order comes from its
+consumer prefetch: every queue is a quorum queue, and quorum queues only know a prefetch
+per consumer, so each queue's consumer holds at most ``concurrency`` unacknowledged
+messages of its own. A backfill backlog therefore never fills the worker's slots: a live
+arrival is delivered at once and runs when the next process frees, ahead of the backfill
+message delivered after it (measured: ``bench/bench_queue_order.py``; README "Scaling
+out"). Quorum queues have no per-message priority on RabbitMQ 3.x, and none is needed.
+The results task's yield (:func:`worker.tasks.triage_waiting`) asks the queues' depth on
+every broker (:mod:`worker.broker`).
+
 Reliability: acks late with reject-on-worker-lost and a prefetch of one, so a task whose
 worker dies is redelivered, and the database claim makes the redelivery harmless. Redis
 redelivers an unacknowledged task after ``visibility_timeout``; it is set deliberately
-longer than the hard task time limit. No result backend: the worklist is the record.
+longer than the hard task time limit. RabbitMQ redelivers when the consumer's connection
+drops; its ``consumer_timeout`` (30 min by default) must exceed the hard task time limit.
+Publishes to RabbitMQ are confirmed, and retries with a countdown use RabbitMQ's native
+delayed delivery (topic exchange), so no worker holds a delayed message in memory.
+No result backend: the worklist is the record.
+
+Configuration only, pure: building it touches no file or socket, so importing the app (as the
+watcher and the CLI do, to send tasks) has no effect. The tasks are :mod:`worker.tasks`; what
+a worker does as it starts and stops (its Celery signal handlers) is :mod:`worker.lifecycle`,
+which the ``imports`` setting has every worker load. Neither is imported here.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import time
 from typing import Any
 
-from celery import Celery, signals
-from kombu import Queue
+from celery import Celery
+from kombu import Exchange, Queue
 
+from worker.broker import BrokerKind, broker_kind
 from worker.settings import Settings, get_settings
 
 LIVE_QUEUE = "cxr.live"
@@ -36,18 +52,55 @@ QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE, RESULTS_QUEUE)  # consumption order
 TRIAGE_TASK = "cxr.triage"
 PUBLISH_TASK = "cxr.publish"
 PROCESS_START_TIMEOUT_S = 180.0
+#: The AMQP exchange of the three queues: a topic exchange, which RabbitMQ's native delayed
+#: delivery (Celery's retries with a countdown on quorum queues) needs.
+AMQP_EXCHANGE = "cxr"
+QUORUM = {"x-queue-type": "quorum"}
+#: Named, never imported, here: the worker's signal handlers import this module (the app).
+LIFECYCLE_MODULE = "worker.lifecycle"
 
-log = logging.getLogger(__name__)
+
+def task_queues(kind: BrokerKind) -> tuple[Queue, ...]:
+    """The three queues; on RabbitMQ durable quorum queues bound to one topic exchange."""
+    if kind is BrokerKind.AMQP:
+        exchange = Exchange(AMQP_EXCHANGE, type="topic", durable=True)
+        return tuple(
+            Queue(name, exchange, routing_key=name, durable=True, queue_arguments=QUORUM)
+            for name in QUEUES
+        )
+    return tuple(Queue(name) for name in QUEUES)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    """The app's whole configuration, from the settings (no folder is made here: the
+    embedded broker makes its own when it connects, :mod:`worker.transport`)."""
+    kind = broker_kind(settings.broker_url)
     transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
-    if settings.broker.startswith(("redis://", "rediss://")):
+    # Celery's defaults, stated: the same keys on every broker, so a configuration is whole
+    amqp: dict[str, Any] = {
+        "task_default_exchange": None,
+        "task_default_exchange_type": "direct",
+        "task_default_routing_key": None,
+        "task_default_queue_type": "classic",
+        "task_create_missing_queue_type": "classic",
+        "task_create_missing_queue_exchange_type": None,
+    }
+    if kind is BrokerKind.REDIS:
         transport_options["queue_order_strategy"] = "priority"  # poll queues in -Q order
-    elif settings.broker.startswith("filesystem://"):
+    elif kind is BrokerKind.AMQP:
+        # A publish returns once the broker has the message (on disk, replicated): the
+        # watcher only counts a task as sent when RabbitMQ says so.
+        transport_options = {"confirm_publish": True}
+        amqp = {
+            "task_default_exchange": AMQP_EXCHANGE,
+            "task_default_exchange_type": "topic",
+            "task_default_routing_key": LIVE_QUEUE,
+            "task_default_queue_type": "quorum",
+            "task_create_missing_queue_type": "quorum",
+            "task_create_missing_queue_exchange_type": "topic",
+        }
+    elif kind is BrokerKind.FILESYSTEM:  # its folders are made when it connects (worker.transport)
         folder = settings.broker_folder
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options.update(
             data_folder_in=str(folder / "queue"),
             data_folder_out=str(folder / "queue"),
@@ -56,25 +109,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             store_processed=False,
             polling_interval=0.1,
         )
-    extra: dict[str, Any] = {}
-    if settings.broker.startswith("filesystem://"):
+    extra: dict[str, Any] = {"broker_transport": None}  # from the URL's scheme
+    if kind is BrokerKind.FILESYSTEM:
         from worker.transport import TRANSPORT
 
         extra["broker_transport"] = TRANSPORT  # queues in -Q order, as on Redis
     return {
         **extra,
-        "broker_url": settings.broker,
+        **amqp,
+        # The worker's signal handlers: imported (and connected) whenever a worker starts,
+        # never by a process that only sends tasks.
+        "imports": (LIFECYCLE_MODULE,),
+        "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        "worker_detect_quorum_queues": True,  # quorum: per-consumer prefetch (module doc)
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": max(settings.task_time_limit_s - 30, 1),
         "task_ignore_result": True,
         "result_backend": None,
-        "task_queues": tuple(Queue(name) for name in QUEUES),
+        "task_queues": task_queues(kind),
         "task_default_queue": LIVE_QUEUE,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -92,156 +150,3 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 app = Celery("cxr_triage", include=["worker.tasks"])
 app.config_from_object(celery_config(get_settings()))
-
-
-@signals.after_setup_logger.connect
-def _cap_phi_loggers(**_: Any) -> None:
-    """Celery configured logging at --loglevel: keep PHI-prone libraries quiet anyway, and
-    redact every record (the prefork children inherit the guard)."""
-    from worker.phi_logging import install_phi_guard
-
-    install_phi_guard()
-    logging.getLogger("celery.apps.worker").addFilter(_not_ready_yet)
-
-
-def _not_ready_yet(record: logging.LogRecord) -> bool:
-    """Celery's ``<node> ready.`` means connected; the model is not loaded yet. Say so: the
-    ready line is :mod:`worker.readiness`'s, logged once every process is warm."""
-    message = record.msg  # the PHI guard may have merged the node name in already
-    if isinstance(message, str) and message.endswith(" ready."):
-        record.msg = message.removesuffix(" ready.") + (
-            " connected to the broker; not ready until the model is warm"
-        )
-    return True
-
-
-@signals.worker_process_init.connect
-def _prepare_child(**_: Any) -> None:
-    """A prefork child starts: drop connections inherited from the parent, then load the
-    model here, after the fork (TensorFlow is not fork-safe)."""
-    from worker import resources
-
-    resources.after_fork()
-    seconds = _warm_up()
-    if seconds is not None:
-        from worker import readiness
-
-        readiness.mark_process_warm(get_settings().data_dir, seconds)
-
-
-@signals.worker_init.connect
-def _serve_metrics(**_: Any) -> None:
-    """The worker's main process serves ``/metrics``: the sum over its prefork children."""
-    from worker import metrics
-    from worker.resources import get_session_factory
-
-    settings = get_settings()
-    port = settings.metrics_port
-    if port is None:
-        return
-    metrics.reset_multiprocess_dir()
-    try:
-        metrics.serve(
-            port,
-            settings.metrics_address,
-            result_counts=lambda: metrics.result_state_counts(get_session_factory()),
-            collectors=_drift_collectors(),
-        )
-    except OSError as error:  # a second worker on this host: its children still count
-        log.warning("metrics port %d unavailable (%s); not serving /metrics", port, error)
-
-
-def _drift_collectors() -> list[Any]:
-    """The drift watch's gauges; none (and a warning) if the reference cannot be read."""
-    from model.drift import Reference
-    from worker.drift import DriftCollector
-    from worker.resources import get_session_factory
-
-    try:
-        reference = Reference.load(get_settings().model_path)
-    except (OSError, ValueError, KeyError) as error:
-        log.warning("no drift metrics: %s", error)
-        return []
-    return [DriftCollector(get_session_factory(), reference)]
-
-
-@signals.worker_process_shutdown.connect
-def _forget_child(pid: int | None = None, **_: Any) -> None:
-    from worker import metrics, readiness
-
-    metrics.mark_process_dead(pid or os.getpid())
-    readiness.forget_process(get_settings().data_dir, pid)
-
-
-_readiness_stop = threading.Event()
-
-
-@signals.worker_ready.connect
-def _prepare_solo(sender: Any = None, **_: Any) -> None:
-    """Register how many warm processes make this worker ready, and watch for them (the ready
-    line). Solo and thread pools never fork: load the model in this process now."""
-    from worker import readiness
-
-    if getattr(sender, "app", None) is not app:  # another Celery app in this process (tests)
-        return
-    data_dir = get_settings().data_dir
-    node = str(getattr(sender, "hostname", "worker"))
-    pool_module = type(getattr(sender, "pool", None)).__module__
-    solo = pool_module.endswith((".solo", ".thread"))
-    controller = getattr(sender, "controller", None)
-    processes = 1 if solo else int(getattr(controller, "concurrency", None) or 1)
-    readiness.register_worker(data_dir, node, processes)
-    readiness.watch_and_log(data_dir, node, _readiness_stop)
-    if solo:
-        seconds = _warm_up()
-        if seconds is not None:
-            readiness.mark_process_solo(data_dir, seconds)
-
-
-@signals.worker_ready.connect
-def _keep_leases(**_: Any) -> None:
-    """The node's main process renews its tasks' claims and takes over dead nodes' claims
-    (:mod:`worker.leases`); started after the pool, so no child is forked from its thread."""
-    from worker.tasks import start_lease_keeper
-
-    start_lease_keeper(get_settings())
-
-
-@signals.worker_shutdown.connect
-def _not_ready(sender: Any = None, **_: Any) -> None:
-    from worker import readiness
-
-    if getattr(sender, "app", None) is not app:
-        return
-    _readiness_stop.set()
-    data_dir = get_settings().data_dir
-    readiness.forget_worker(data_dir)
-    readiness.forget_process(data_dir)  # solo: the main process was the scoring one
-
-
-def _warm_up() -> float | None:
-    """Everything the first task would otherwise pay for: the model with its traced graphs,
-    and the database driver with one pooled connection. Returns the seconds the model took,
-    or None when it could not be loaded (the process then never reports ready)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from worker import resources
-
-    settings = get_settings()
-    threads = settings.model_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    started = time.monotonic()
-    seconds: float | None = None
-    try:
-        resources.get_scorer().warm_up(settings.batch_size)
-        seconds = time.monotonic() - started
-        log.info("model loaded and warm in process %d (%.1f s)", os.getpid(), seconds)
-    except Exception:  # the task retries; the worker must come up to report it in Flower
-        log.exception("model could not be loaded or traced at worker start")
-    try:
-        with resources.get_engine().connect():
-            pass
-    except SQLAlchemyError as error:  # tasks retry until the database is back
-        log.warning("database not reachable at worker start: %s", type(error).__name__)
-    return seconds

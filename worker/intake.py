@@ -17,10 +17,11 @@ or a crash between a row's final commit and the move of its original):
 from __future__ import annotations
 
 import logging
+import secrets
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -28,19 +29,15 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import FINAL_STATUSES, Status, WorklistEntry, utcnow
+from db.originals import file_original, stored_sidecar
+from db.snapshot import RowSnapshot
 from db.worklist import Arrival, admit_many
 from ingest.errors import IngestError, Reason
-from ingest.filing import (
-    Sidecar,
-    move_into_place,
-    quarantine_destination,
-    quarantine_file,
-    rename_to_utf8,
-)
+from ingest.filing import Sidecar, quarantine_destination, quarantine_file, rename_to_utf8
 from ingest.hashing import file_sha256
+from ingest.image import ImageMetadata
 from ingest.readers import read_header
 from ingest.watcher import Origin
-from worker.outcomes import row_sidecar
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,7 +98,7 @@ class Intake:
         try:
             with self.sessions.begin() as session:
                 rows = admit_many(session, [arrival for _, _, arrival in arrivals])
-                snapshots = [(_Snapshot.of(entry), created) for entry, created in rows]
+                snapshots = [(RowSnapshot.of(entry), created) for entry, created in rows]
         except (DataError, UnicodeError):  # a value from one file, not an outage: find it
             if len(arrivals) == 1:
                 path, _, arrival = arrivals[0]
@@ -168,14 +165,14 @@ class Intake:
     def _read(self, path: Path) -> Arrival | Admission:
         """The file's arrival record, or what became of a file that cannot be admitted."""
         try:
-            source_name = str(path.relative_to(self.settings.inbox_dir))  # only inbox paths come
+            source_name = str(path.relative_to(self.settings.inbox))  # only inbox paths come
             if not stat.S_ISREG(path.lstat().st_mode):
                 self._quarantine_unsafe(path, source_name)
                 return Admission.UNSAFE
-            renamed = rename_to_utf8(path, self.settings.inbox_dir)
+            renamed = rename_to_utf8(path, self.settings.inbox)
             if renamed != path:
                 log.info("a file name that is not UTF-8 was escaped in the inbox")
-                source_name = str(renamed.relative_to(self.settings.inbox_dir))
+                source_name = str(renamed.relative_to(self.settings.inbox))
             return self._arrival(renamed, source_name)
         except FileNotFoundError:
             return Admission.VANISHED
@@ -196,23 +193,13 @@ class Intake:
         except Exception:  # a reader bug on a hostile file: the task records it as failed
             log.exception("header reader failed on a stable file; admitted by content only")
             return Arrival(file_sha256(path), source_name, str(path))
-        return Arrival(
-            file_sha256=header.file_sha256,
-            source_name=source_name,
-            source_path=str(path),
-            source_kind=header.kind.value,
-            sop_instance_uid=header.sop_instance_uid,
-            study_instance_uid=header.study_instance_uid,
-            series_instance_uid=header.series_instance_uid,
-            accession_number=header.accession_number,
-            patient_id=header.patient_id,
-        )
+        return arrival_of(header, source_name, path)
 
     def _known(
         self,
         path: Path,
         arrival: Arrival,
-        entry: _Snapshot,
+        entry: RowSnapshot,
         origin: Origin,
         to_send: list[_Pending],
     ) -> Admission:
@@ -242,7 +229,7 @@ class Intake:
         self._quarantine_duplicate(path, arrival, entry)
         return Admission.DUPLICATE
 
-    def _take_over(self, path: Path, arrival: Arrival, entry: _Snapshot) -> None:
+    def _take_over(self, path: Path, arrival: Arrival, entry: RowSnapshot) -> None:
         with self.sessions.begin() as session:
             row = session.get(WorklistEntry, entry.id)
             if row is None or row.status is not Status.FAILED or row.archived_path:
@@ -266,26 +253,22 @@ class Intake:
             arrival.file_sha256[:12],
         )
 
-    def _refile(self, path: Path, entry: _Snapshot) -> None:
+    def _refile(self, path: Path, entry: RowSnapshot) -> None:
         destination = Path(entry.archived_path or "")
-        if entry.status is Status.DONE:
-            move_into_place(path, destination)
-        else:
-            quarantine_file(path, destination, row_sidecar(entry))
+        file_original(self.sessions, entry.id, path, destination, stored_sidecar(entry))
         log.info("row %d: interrupted move of the original completed", entry.id)
 
-    def _quarantine_duplicate(self, path: Path, arrival: Arrival, entry: _Snapshot) -> None:
+    def _quarantine_duplicate(self, path: Path, arrival: Arrival, entry: RowSnapshot) -> None:
         same_content = entry.file_sha256 == arrival.file_sha256
         destination = quarantine_destination(
-            self.settings.quarantine_dir, DUPLICATE, arrival.file_sha256, arrival.source_name
+            self.settings.quarantine, DUPLICATE, arrival.file_sha256, arrival.source_name
         )
         sidecar = Sidecar(
             DUPLICATE,
             "the same bytes were already received"
             if same_content
             else "another file with the same SOP Instance UID was already received",
-            arrival.source_name,
-            arrival.file_sha256,
+            file_sha256=arrival.file_sha256,
             duplicate_of_worklist_id=entry.id,
         )
         quarantine_file(path, destination, sidecar)
@@ -295,7 +278,7 @@ class Intake:
         """The database refused this file's values (it would be refused at every retry):
         quarantine it as ``corrupt`` without a row, rather than hand it back for ever."""
         destination = quarantine_destination(
-            self.settings.quarantine_dir,
+            self.settings.quarantine,
             Reason.CORRUPT.value,
             arrival.file_sha256,
             arrival.source_name,
@@ -303,8 +286,7 @@ class Intake:
         sidecar = Sidecar(
             Reason.CORRUPT.value,
             "the worklist database refused a value read from this file's header",
-            arrival.source_name,
-            arrival.file_sha256,
+            file_sha256=arrival.file_sha256,
         )
         quarantine_file(path, destination, sidecar)
         # No exception text: the database's message quotes the refused values.
@@ -314,13 +296,15 @@ class Intake:
         return Admission.REFUSED
 
     def _quarantine_unsafe(self, path: Path, source_name: str) -> None:
-        destination = quarantine_destination(
-            self.settings.quarantine_dir, Reason.UNSAFE_PATH.value, "0" * 64, source_name
+        destination = quarantine_destination(  # never read: no hash, a random name
+            self.settings.quarantine,
+            Reason.UNSAFE_PATH.value,
+            secrets.token_hex(8),
+            source_name,
         )
         sidecar = Sidecar(
             Reason.UNSAFE_PATH.value,
             "a symlink or special file in the inbox; moved unread, never followed",
-            source_name,
         )
         quarantine_file(path, destination, sidecar)
         log.warning("unsafe path in the inbox quarantined unread")
@@ -336,32 +320,22 @@ class _Pending:
     resent: bool = False
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """The fields of a row that outlive its session."""
-
-    id: int
-    status: Status
-    file_sha256: str
-    source_path: str
-    source_name: str
-    archived_path: str | None
-    reason: str | None
-    reason_detail: str | None
-    received_at: datetime
-    started_at: datetime | None
-
-    @classmethod
-    def of(cls, entry: WorklistEntry) -> _Snapshot:
-        return cls(
-            entry.id,
-            Status(entry.status),
-            entry.file_sha256,
-            entry.source_path,
-            entry.source_name,
-            entry.archived_path,
-            entry.reason,
-            entry.reason_detail,
-            entry.received_at,
-            entry.started_at,
-        )
+def arrival_of(header: ImageMetadata, source_name: str, path: Path) -> Arrival:
+    """The row a readable file is admitted as: its identity and what the review page shows
+    a reader beside the priority (age, sex, view, study description: PHI-grade)."""
+    return Arrival(
+        file_sha256=header.file_sha256,
+        source_name=source_name,
+        source_path=str(path),
+        source_kind=header.kind,
+        sop_instance_uid=header.sop_instance_uid,
+        study_instance_uid=header.study_instance_uid,
+        series_instance_uid=header.series_instance_uid,
+        accession_number=header.accession_number,
+        patient_id=header.patient_id,
+        patient_age_years=header.patient_age_years,
+        patient_sex=header.patient_sex,
+        # CS holds 16 characters; a longer, non-conformant value is cut, not refused
+        view_position=header.view_position[:16] if header.view_position else None,
+        study_description=header.study_description,
+    )

@@ -17,13 +17,11 @@ with ``processing_error``, the values rows have always had for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from db.models import Status
 from ingest.errors import Reason
-from ingest.filing import Sidecar
 from model.prediction import Prediction
 
 #: What the worker itself sets when a file it holds could not be processed.
@@ -88,38 +86,3 @@ class Vanished:
 
 
 Outcome = Scored | Rejected | Failed | Vanished
-
-
-class FinalRow(Protocol):
-    """What :func:`row_sidecar` reads of a final worklist row (or a snapshot of one)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def status(self) -> Status: ...
-    @property
-    def reason(self) -> str | None: ...
-    @property
-    def reason_detail(self) -> str | None: ...
-    @property
-    def file_sha256(self) -> str: ...
-    @property
-    def source_name(self) -> str: ...
-    @property
-    def received_at(self) -> datetime: ...
-
-
-def row_sidecar(row: FinalRow) -> Sidecar:
-    """The sidecar of a stored row's original, quarantined after the task that stored it
-    (the intake or the lease keeper finishing an interrupted move). A final row stored
-    without a reason (never written by this code, but a database may hold one) is filed as
-    a processing error rather than left staged for ever."""
-    return Sidecar(
-        row.reason or Reason.PROCESSING_ERROR.value,
-        row.reason_detail if row.reason else "the row was stored without a reason",
-        row.source_name,
-        row.file_sha256,
-        worklist_id=row.id,
-        status=Status(row.status).value,
-        received_at=row.received_at,
-    )

@@ -2,7 +2,7 @@
 
 Two layers, installed in every process by :func:`install_phi_guard` (the service commands
 and the web page through ``service.configure_logging``, the Celery worker and its prefork
-children through ``celery_app``'s logging signal):
+children through ``worker.lifecycle``'s logging signal):
 
 1. **Caps on PHI-prone loggers.** watchdog logs every inotify event with its path at DEBUG,
    highdicom logs the source SOP Instance UID at INFO when it copies the patient module into
@@ -26,6 +26,12 @@ children through ``celery_app``'s logging signal):
      number, a UUID or a hex digest becomes ``[redacted]`` (Celery's retry log, kombu's
      errors). A message pre-formatted without arguments has its quoted strings, paths, file
      names and UIDs scrubbed.
+   - *Except the few library records whose values are the system's own configuration*
+     (:data:`VOUCHED_TEMPLATES`, :data:`VOUCHED_LOGGERS`): the address the web server listens
+     on, the broker Celery connected to (its password masked), the worker's node name,
+     Alembic's migration steps. Matched by logger name and exact message template, so a
+     library message that quotes input is never among them; an operator reading the log
+     needs these to know what the system is doing, and they carry no patient data.
    - *Python warnings* (highdicom warns "The string "<a patient name>" is unlikely to
      represent the intended person name ...") go to the ``worker.warnings`` logger as
      their category and source line only, their text withheld.
@@ -53,6 +59,23 @@ PHI_LOGGER_LEVELS = {
     "pynetdicom": logging.INFO,  # DEBUG: every PDU and DIMSE message, UIDs included
 }
 
+#: Library records whose arguments come from this system's configuration, never from input:
+#: (logger name, message template). Their values are logged as they are (URL passwords
+#: masked); every other library value is redacted.
+VOUCHED_TEMPLATES = frozenset(
+    {
+        ("uvicorn.error", "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)"),
+        ("uvicorn.error", "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)"),
+        ("celery.worker.consumer.connection", "Connected to %s"),  # Celery masks the password
+        ("celery.apps.worker", "%s ready."),  # the node name, celery@<host>
+        ("flower.command", "Visit me at http%s://%s:%s%s"),
+        ("flower.command", "Broker: %s"),
+    }
+)
+#: Loggers all of whose records are vouched for: Alembic's migration runner names our own
+#: revisions and their titles ("Running upgrade 0004 -> 0005, ...") and the SQL dialect.
+VOUCHED_LOGGERS = frozenset({"alembic.runtime.migration"})
+
 #: Top-level packages whose log messages and exception texts this project vouches for.
 OWN_PACKAGES = frozenset({"worker", "ingest", "db", "model", "pacs", "web", "bench"})
 REDACTED = "[redacted]"
@@ -75,8 +98,20 @@ _SCRUB = [
 ]
 
 
+_URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]*:)[^@\s]+@")
+
+
 def _is_own(module_or_logger: str) -> bool:
     return module_or_logger.split(".", 1)[0] in OWN_PACKAGES
+
+
+def _is_vouched(record: logging.LogRecord) -> bool:
+    return record.name in VOUCHED_LOGGERS or (record.name, record.msg) in VOUCHED_TEMPLATES
+
+
+def mask_url_passwords(text: str) -> str:
+    """A URL's password (between the user name's ``:`` and the ``@``) becomes ``**``."""
+    return _URL_PASSWORD.sub(r"\1**@", text)
 
 
 def scrub(text: str) -> str:
@@ -186,6 +221,13 @@ class PhiRedactionFilter(logging.Filter):
             record.msg = exception_text(record.msg)
         if _is_own(record.name):
             record.args = _vouched_args(record.args)
+            return True
+        if _is_vouched(record):  # the system's own addresses, names and migrations
+            record.args = _vouched_args(record.args)
+            try:
+                record.msg, record.args = mask_url_passwords(record.getMessage()), ()
+            except (TypeError, ValueError):
+                record.msg, record.args = scrub(str(record.msg)), ()
             return True
         # Another library's record: its values redacted, then what it formatted in itself.
         record.args = _redacted_args(record.args)

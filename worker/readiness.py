@@ -37,12 +37,24 @@ PROCESS_PREFIX = "process-"
 POLL_S = 0.5
 
 
+def connected_not_ready(record: logging.LogRecord) -> bool:
+    """A filter for Celery's worker logger. Celery's ``<node> ready.`` means connected; the
+    model is not loaded yet. Say so: the ready line is this module's, logged once every
+    process is warm (:func:`watch_and_log`)."""
+    message = record.msg  # the PHI guard may have merged the node name in already
+    if isinstance(message, str) and message.endswith(" ready."):
+        record.msg = message.removesuffix(" ready.") + (
+            " connected to the broker; not ready until the model is warm"
+        )
+    return True
+
+
 def marker_folder(data_dir: Path) -> Path:
     """This host's readiness markers under ``data_dir``."""
     return data_dir / "ready" / socket.gethostname()
 
 
-def _write(path: Path, content: dict[str, Any]) -> None:
+def write_marker(path: Path, content: dict[str, Any]) -> None:
     """Atomically (rename), so a reader never sees half a marker."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -50,7 +62,7 @@ def _write(path: Path, content: dict[str, Any]) -> None:
     partial.replace(path)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def read_marker(path: Path) -> dict[str, Any] | None:
     try:
         content = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -68,7 +80,7 @@ def _proc_state(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -84,7 +96,7 @@ def _alive(pid: int) -> bool:
 def mark_process_warm(data_dir: Path, seconds: float) -> None:
     """This process has loaded and warmed the model (called after ``warm_up`` succeeded)."""
     pid = os.getpid()
-    _write(
+    write_marker(
         marker_folder(data_dir) / f"{PROCESS_PREFIX}{pid}.json",
         {"pid": pid, "worker_pid": os.getppid(), "warm_s": round(seconds, 2), "at": time.time()},
     )
@@ -93,7 +105,7 @@ def mark_process_warm(data_dir: Path, seconds: float) -> None:
 def mark_process_solo(data_dir: Path, seconds: float) -> None:
     """As :func:`mark_process_warm`, for a solo/thread pool: the worker scores in itself."""
     pid = os.getpid()
-    _write(
+    write_marker(
         marker_folder(data_dir) / f"{PROCESS_PREFIX}{pid}.json",
         {"pid": pid, "worker_pid": pid, "warm_s": round(seconds, 2), "at": time.time()},
     )
@@ -109,11 +121,11 @@ def register_worker(data_dir: Path, node: str, processes: int) -> None:
     folder = marker_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.json"):
-        content = _read(stale)
-        if content is None or not _alive(int(content.get("pid", 0))):
+        content = read_marker(stale)
+        if content is None or not pid_alive(int(content.get("pid", 0))):
             stale.unlink(missing_ok=True)
     pid = os.getpid()
-    _write(
+    write_marker(
         folder / f"{WORKER_PREFIX}{pid}.json",
         {"pid": pid, "node": node, "processes": processes, "at": time.time()},
     )
@@ -170,11 +182,11 @@ class HostReadiness:
 def _warm_processes(folder: Path, worker_pid: int) -> int:
     count = 0
     for path in folder.glob(f"{PROCESS_PREFIX}*.json"):
-        content = _read(path)
+        content = read_marker(path)
         if content is None or int(content.get("worker_pid", 0)) != worker_pid:
             continue
         pid = int(content.get("pid", 0))
-        if not _alive(pid):
+        if not pid_alive(pid):
             continue
         if pid != worker_pid:  # a pool child: still this worker's (not a reused pid)?
             state = _proc_state(pid)
@@ -189,11 +201,11 @@ def check(data_dir: Path) -> HostReadiness:
     folder = marker_folder(data_dir)
     workers = []
     for path in sorted(folder.glob(f"{WORKER_PREFIX}*.json")):
-        content = _read(path)
+        content = read_marker(path)
         if content is None:
             continue
         pid = int(content.get("pid", 0))
-        if not _alive(pid):
+        if not pid_alive(pid):
             continue
         workers.append(
             WorkerReadiness(
@@ -225,7 +237,7 @@ def watch_and_log(data_dir: Path, node: str, stop: threading.Event) -> threading
                     worker.warm,
                     worker.processes,
                 )
-            elif was_ready and not worker.ready:
+            elif was_ready and not worker.ready and not stop.is_set():  # not a shutdown
                 log.warning(
                     "%s not ready: %d of %d processes have the model warm (one is restarting)",
                     node,

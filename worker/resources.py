@@ -18,7 +18,7 @@ from db.engine import make_engine, make_session_factory
 from worker.settings import get_settings
 
 if TYPE_CHECKING:
-    from worker.drift import DriftWatch
+    from worker.drift_watch import DriftBuffer, DriftWatch
     from worker.scoring import Scorer
 
 
@@ -31,7 +31,7 @@ class ModelUnavailableError(RuntimeError):
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
-    return make_engine(get_settings().db_url)
+    return make_engine(get_settings().database_url)
 
 
 @lru_cache(maxsize=1)
@@ -76,6 +76,7 @@ def after_fork() -> None:
     get_session_factory.cache_clear()
     get_engine.cache_clear()
     get_drift_watch.cache_clear()
+    get_drift_buffer.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -86,7 +87,7 @@ def get_drift_watch() -> DriftWatch:
     watch still counts, but compares nothing: scoring must not depend on it.
     """
     from model.drift import Reference
-    from worker.drift import DriftWatch
+    from worker.drift_watch import DriftWatch
 
     try:
         reference: Reference | None = Reference.load(get_settings().model_path)
@@ -94,3 +95,17 @@ def get_drift_watch() -> DriftWatch:
         log.warning("drift watch without a reference: %s", error)
         reference = None
     return DriftWatch(get_session_factory(), reference)
+
+
+@lru_cache(maxsize=1)
+def get_drift_buffer() -> DriftBuffer:
+    """This process's drift counts, written every few seconds (:class:`DriftBuffer`)."""
+    from worker.drift_watch import DriftBuffer
+
+    return DriftBuffer(get_session_factory())
+
+
+def flush_drift_counts() -> None:
+    """At a clean process exit: write the drift counts this process still holds."""
+    if get_drift_buffer.cache_info().currsize:
+        get_drift_buffer().close()

@@ -1,9 +1,11 @@
 """Celery tasks: thin wrappers that pass ids, never objects (Celery's ``proj/tasks.py``).
 
-The composition root of the Celery side: with :mod:`worker.celery_app`, the only module that
-knows Celery. :mod:`worker.pipeline`, :mod:`worker.intake` and :mod:`worker.results` are plain
-Python that take their collaborators as arguments; they are wired to this process's
-resources (:mod:`worker.resources`) and to the broker here.
+The composition root of the Celery side. With :mod:`worker.celery_app` (the configured app)
+and :mod:`worker.lifecycle` (what a worker does as it starts and stops, the lease keeper's
+wiring among it), the only code that knows Celery. :mod:`worker.pipeline`,
+:mod:`worker.intake` and :mod:`worker.publishing` are plain Python that take their
+collaborators as arguments; they are wired to this process's resources
+(:mod:`worker.resources`) and to the broker here.
 
 Only row ids cross the broker: file names can carry patient names, and Flower shows task
 arguments to every operator. A triage task carries the ids of one admitted batch (up to
@@ -12,19 +14,18 @@ arguments to every operator. A triage task carries the ids of one admitted batch
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
-from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingest.watcher import Origin
-from worker import leases, results
+from worker import broker, publishing
 from worker.celery_app import (
     BACKFILL_QUEUE,
     LIVE_QUEUE,
@@ -34,10 +35,11 @@ from worker.celery_app import (
     app,
 )
 from worker.intake import Intake
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, row_ids
 from worker.resources import (
     ModelUnavailableError,
     get_decode_min_side,
+    get_drift_buffer,
     get_drift_watch,
     get_scorer,
     get_session_factory,
@@ -46,24 +48,65 @@ from worker.settings import Settings, get_settings
 
 #: The queues whose messages a results task gives its worker process back to.
 TRIAGE_QUEUES = (LIVE_QUEUE, BACKFILL_QUEUE)
+#: RabbitMQ: how long results handed back to triage work wait in the broker (its native
+#: delayed delivery) before they are delivered again. Elsewhere they are sent back at once.
+RESULTS_DEFER_S = 5
 
 #: Infrastructure that comes back: retried with exponential backoff. Bad input never is.
 TRANSIENT_ERRORS = (OperationalError, DBAPIError, BrokerError, ModelUnavailableError, OSError)
 
 
-@app.task(
-    name=TRIAGE_TASK,
-    bind=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=30,
-)
+class RetriedTask(Task):
+    """Both tasks' retry rule, written once: a transient error (:data:`TRANSIENT_ERRORS`)
+    is retried with exponential backoff from 2 s and full jitter; bad input never is. Each
+    task states only how long it may wait and how often it tries (Celery reads these
+    attributes off the task class as it would the decorator's options)."""
+
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = 2
+    retry_jitter = True
+
+
+class TriageTask(RetriedTask):
+    """A triage task holds its rows for its retry (:meth:`Pipeline.hold`): they wait, leased
+    until the retry is due, and its claim then counts no attempt. Without it a retry that
+    waited longer than a lease lost its rows to a lease keeper, which counted one attempt
+    each time: a share outage of a few minutes failed innocent films as poison files."""
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        request = self.request
+        limit = self.max_retries if max_retries is None else max_retries
+        if not request.called_directly and (limit is None or request.retries < limit):
+            if countdown is not None:
+                delay = float(countdown)
+            elif eta is not None:
+                delay = max(0.0, (eta - datetime.now(eta.tzinfo)).total_seconds())
+            else:
+                delay = float(self.default_retry_delay)
+            triage_pipeline().hold(str(request.id), delay)
+        # else Celery raises the error: no retry follows, the rows wait for a lease keeper
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+
+#: How a send waits out a broker blip before it raises (both tasks' messages).
+SEND_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.5, "interval_step": 1.0}
+
+
+@app.task(name=TRIAGE_TASK, base=TriageTask, bind=True, retry_backoff_max=300, max_retries=30)
 def triage(self: Task, entry_ids: list[int] | int) -> None:
-    ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
-    # A retry after a transient error is not another attempt at the rows (the poison cap
-    # counts deliveries whose worker died); a redelivery has ``retries`` 0 and counts.
+    ids = row_ids(entry_ids)
+    # A retry takes back the rows it held (not another attempt: the database says so, see
+    # db.worklist.claim) and no new batch-mates.
     triage_pipeline().triage(ids, token=str(self.request.id), retry=bool(self.request.retries))
 
 
@@ -74,38 +117,24 @@ def triage_pipeline() -> Pipeline:
         get_session_factory(),
         get_scorer,
         on_scored=enqueue_publish,
+        on_unscored=_enqueue_not_analysed,
         reraise=(SoftTimeLimitExceeded,),  # reaches Celery: its rows are not stored as failed
         after_batch=get_drift_watch().check,
         decode_min_side=get_decode_min_side(),
         send_alone=_send_alone,
+        count_drift=get_drift_buffer().add,
     )
+
+
+def _enqueue_not_analysed(entry_ids: Sequence[int]) -> None:
+    """Unscored rows to the results task, for their "not analysed" SR (when enabled)."""
+    if get_settings().results_not_analysed:
+        enqueue_publish(entry_ids)
 
 
 def build_intake(settings: Settings) -> Intake:
     """The watcher's callback, wired to the database and the broker."""
     return Intake(settings, get_session_factory(), enqueue, outage=(BrokerError,))
-
-
-def start_lease_keeper(settings: Settings) -> threading.Event:
-    """This node's lease keeper (:mod:`worker.leases`), wired to Celery's record of the
-    tasks it runs and to the broker."""
-
-    def send(entry_ids: Sequence[int]) -> None:
-        size = max(1, settings.batch_size)  # one task per batch, as the watcher sends them
-        for start in range(0, len(entry_ids), size):  # rows that waited: ahead of a backfill
-            enqueue(list(entry_ids[start : start + size]), Origin.LIVE)
-
-    return leases.start_keeper(settings, _running_task_ids, send, outage=(BrokerError,))
-
-
-def _running_task_ids() -> set[str]:
-    """Ids of the tasks this worker node is executing now (the main process's record)."""
-    from celery.worker import state  # the worker's, imported only where a worker runs
-
-    try:
-        return {request.id for request in tuple(state.active_requests)}
-    except RuntimeError:  # the set changed while copied: the next tick renews
-        return set()
 
 
 def _send_alone(entry_ids: Sequence[int]) -> None:
@@ -120,30 +149,30 @@ def enqueue(entry_ids: list[int], origin: Origin) -> None:
         args=(list(entry_ids),),
         queue=queue,
         retry=True,
-        retry_policy={"max_retries": 5, "interval_start": 0.5, "interval_step": 1.0},
+        retry_policy=SEND_RETRY_POLICY,
     )
 
 
-@app.task(
-    name=PUBLISH_TASK,
-    bind=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=10,
-)
+@app.task(name=PUBLISH_TASK, base=RetriedTask, bind=True, retry_backoff_max=120, max_retries=10)
 def publish(self: Task, entry_ids: list[int] | int) -> None:
-    ids = [entry_ids] if isinstance(entry_ids, int) else entry_ids  # one-row messages of 0.1
+    ids = row_ids(entry_ids)
     sessions = get_session_factory()
-    remaining = results.publish_rows(get_settings(), sessions, get_scorer(), ids, triage_waiting)
+    pushed = broker.broker_kind(get_settings().broker_url) is broker.BrokerKind.AMQP
+    remaining = publishing.publish_rows(
+        get_settings(),
+        sessions,
+        get_scorer(),
+        ids,
+        triage_waiting,
+        progress_rows=0 if pushed else 1,
+    )
     if remaining.deferred:  # a new task, not a retry: yielding is no failure to count
-        enqueue_publish(remaining.deferred)
+        enqueue_publish(remaining.deferred, countdown=RESULTS_DEFER_S if pushed else None)
     pending = remaining.pending
     if not pending:
         return
     if self.request.retries >= self.max_retries:  # derived data: give up loudly, by row id
-        results.give_up(sessions, pending, "the archived original never appeared")
+        publishing.give_up(sessions, pending, "the archived original never appeared")
         return
     countdown = get_exponential_backoff_interval(  # the same backoff as the autoretries
         int(self.retry_backoff), self.request.retries, self.retry_backoff_max, self.retry_jitter
@@ -160,35 +189,32 @@ def triage_waiting() -> bool:
     process back after the row in hand. False when the broker cannot tell (it goes on)."""
     try:
         with app.pool.acquire(block=True, timeout=1.0) as connection:
-            return queues_waiting(connection.default_channel, TRIAGE_QUEUES)
+            return queues_waiting(connection, TRIAGE_QUEUES)
     except Exception:  # the check is an optimisation: never fail a results task over it  # noqa: BLE001
         return False
 
 
-def queues_waiting(channel: Any, queues: Sequence[str]) -> bool:
-    """Does any of ``queues`` hold a message? Kombu's passive declare reports the count on
-    every transport (Redis, the embedded filesystem broker); a queue never declared holds none.
-    """
-    for name in queues:
-        try:
-            if channel.queue_declare(queue=name, passive=True).message_count:
-                return True
-        except ChannelError:  # not declared yet: nothing was ever sent to it
-            continue
-    return False
+def queues_waiting(connection: Any, queues: Sequence[str]) -> bool:
+    """Does any of ``queues`` hold a message ready for a worker? Asked of every broker the
+    same way (:func:`worker.broker.any_waiting`: a passive declare's message count, on a
+    channel of its own on AMQP); a queue never declared holds none."""
+    return broker.any_waiting(connection, queues)
 
 
-def enqueue_publish(entry_ids: Sequence[int]) -> None:
+def enqueue_publish(entry_ids: Sequence[int], countdown: float | None = None) -> None:
     """Send one results task for the rows a triage batch just stored ``done`` (or that a
     results task handed back to let triage work run); it runs behind all triage work.
 
-    No countdown: a message with an ETA is taken off the queue at once and held by the
-    worker, which then runs it when due ahead of any triage message still queued."""
+    No countdown on Redis and the embedded broker: a message with an ETA is taken off the
+    queue at once and held by the worker, which then runs it when due ahead of any triage
+    message still queued. RabbitMQ holds a delayed message itself (native delayed delivery
+    on the topic exchange), so there handed-back results wait ``countdown`` seconds."""
     if not entry_ids:
         return
     publish.apply_async(
         args=(list(entry_ids),),
+        countdown=countdown,
         queue=RESULTS_QUEUE,
         retry=True,
-        retry_policy={"max_retries": 5, "interval_start": 0.5, "interval_step": 1.0},
+        retry_policy=SEND_RETRY_POLICY,
     )

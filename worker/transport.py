@@ -6,10 +6,15 @@ arrival waits behind backfill tasks. Redis is told ``queue_order_strategy='prior
 this transport is the same rule for the filesystem broker: every poll starts again at the
 first queue of ``--queues`` (``cxr.live``, ``cxr.backfill``, ``cxr.results``), so the
 Grad-CAM/SR/SC results run only once no triage work waits, on every broker.
+
+Its folders (queue, control, processed, under ``<data_dir>/broker``) are made when a channel
+opens: kombu's transport expects them to exist, and the configuration must not make them
+(building it at import would touch the file system in every process that imports the app).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -26,6 +31,18 @@ class InOrderCycle(FairCycle):
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Made on connecting, by whichever process connects first (the watcher sending or the
+        # worker consuming), never while the configuration is built at import.
+        for folder in (
+            self.data_folder_in,
+            self.data_folder_out,
+            self.control_folder,
+            self.processed_folder,
+        ):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
     def _reset_cycle(self) -> None:
         self._cycle = InOrderCycle(self._get_and_deliver, self._active_queues, Empty)
 

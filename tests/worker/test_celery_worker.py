@@ -1,12 +1,15 @@
-"""Real Celery workers on the real Redis and PostgreSQL, driven through the CLI.
+"""Real Celery workers on the real Redis or RabbitMQ and PostgreSQL, driven through the CLI.
 
 Files the model never sees (a lateral view, a CT, a truncated file, a duplicate) go through
-the watcher, the broker and a prefork worker; TensorFlow is not needed here.
+the watcher, the broker and a prefork worker; TensorFlow is not needed here. Every test runs
+on both brokers: Redis (a database of its own) and RabbitMQ (a virtual host of its own,
+the worker's quorum queues).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +26,41 @@ from tests.processes import (
     service_env,
 )
 from tests.support import wait_until
+from tests.support.brokers import peek_tasks
+from tests.support.rabbitmq import rabbitmq_vhost
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty broker: a Redis database, or a RabbitMQ virtual host deleted afterwards."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_url")
+        return
+    with rabbitmq_vhost() as url:
+        yield url
+
+
+def _use_broker(url: str) -> None:
+    """Point this process's Celery app at ``url`` as the worker configures it."""
+    import worker.celery_app as celery_module
+    from worker.settings import Settings
+
+    app = celery_module.app
+    config = celery_module.celery_config(Settings(broker_url=url))
+    app.conf.update(config)
+    # Celery builds its queues, router and producer pool once: built again on this config
+    # (an earlier test's router would declare Redis-style classic queues on RabbitMQ). The
+    # connection pools are kombu's, per URL, and stay open for a later test on that URL.
+    app._pool = None
+    app.__dict__.pop("amqp", None)
+
+
 def test_worker_and_watcher_file_every_unscorable_input_once(
-    tmp_path: Path, pg_url: str, redis_url: str
+    tmp_path: Path, pg_url: str, broker_url: str
 ) -> None:
-    env = service_env(tmp_path, pg_url, redis_url, CXR_MODEL_PATH=str(tmp_path / "no-model"))
+    env = service_env(tmp_path, pg_url, broker_url, CXR_MODEL_PATH=str(tmp_path / "no-model"))
     cli(["db", "upgrade"], env)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -66,6 +96,7 @@ def test_worker_and_watcher_file_every_unscorable_input_once(
     listed = cli_json(["worklist", "--json", "--status", "rejected"], env)
     assert len(listed) == 3
     entry_id = listed[0]["id"]
+    cli(["user", "add", "dr-test", "--role", "reviewer"], env, input="a long test password\n")
     cli(["review", str(entry_id), "--decision", "acknowledged", "--by", "dr-test"], env)
     assert len(cli_json(["worklist", "--json"], env)) == 2
     csv_lines = cli(["worklist", "--csv", "--include-reviewed"], env).stdout.splitlines()
@@ -77,30 +108,24 @@ def test_worker_and_watcher_file_every_unscorable_input_once(
 
 
 def test_live_arrivals_are_taken_before_a_backfill(
-    tmp_path: Path, pg_url: str, redis_url: str
+    tmp_path: Path, pg_url: str, broker_url: str
 ) -> None:
     """Backfill tasks are queued first, then one live task; a worker started afterwards
-    takes the live task first (Redis queue_order_strategy='priority', live listed first)."""
+    takes the live task first (Redis: queue_order_strategy='priority', live listed first;
+    RabbitMQ: each queue's consumer has its own prefetch, the live one subscribed first)."""
     from db.engine import make_engine, make_session_factory
     from ingest.watcher import Origin
     from worker.intake import Intake
     from worker.settings import Settings
 
-    env = service_env(tmp_path, pg_url, redis_url, CXR_BATCH_SIZE="1")
+    env = service_env(tmp_path, pg_url, broker_url, CXR_BATCH_SIZE="1")
     cli(["db", "upgrade"], env)
     settings = Settings(**{k[4:].lower(): v for k, v in env.items() if k.startswith("CXR_")})
-    settings.inbox_dir.mkdir(parents=True)
+    settings.inbox.mkdir(parents=True)
     engine = make_engine(pg_url)
     sessions = make_session_factory(engine)
     sent: list[tuple[int, Origin]] = []
-    import worker.celery_app as celery_module
-
-    celery_module.app.conf.broker_url = redis_url
-    celery_module.app.conf.broker_transport = None  # not the embedded broker's transport
-    celery_module.app.conf.broker_transport_options = {
-        "visibility_timeout": 1800,
-        "queue_order_strategy": "priority",
-    }
+    _use_broker(broker_url)
     from worker.tasks import enqueue
 
     def send(entry_ids: list[int], origin: Origin) -> None:
@@ -109,8 +134,8 @@ def test_live_arrivals_are_taken_before_a_backfill(
 
     intake = Intake(settings, sessions, send)
     for n in range(6):  # each with its own UIDs: six rows
-        intake.admit(ct_dicom(settings.inbox_dir / f"backfill{n}.dcm"), Origin.BACKFILL)
-    live = settings.inbox_dir / "live.dcm"
+        intake.admit(ct_dicom(settings.inbox / f"backfill{n}.dcm"), Origin.BACKFILL)
+    live = settings.inbox / "live.dcm"
     lateral_dicom(dataset_jpegs(1)[0], live)
     intake.admit(live, Origin.LIVE)
     engine.dispose()
@@ -123,46 +148,37 @@ def test_live_arrivals_are_taken_before_a_backfill(
 
 
 def test_each_task_names_its_batch_of_row_ids_for_flower(
-    tmp_path: Path, pg_url: str, redis_url: str
+    tmp_path: Path, pg_url: str, broker_url: str
 ) -> None:
     """Five new files, batch size 3: two messages on the live queue, whose arguments (what
     Flower shows) are the row ids [[1, 2, 3]] and [[4, 5]]; no file name, no patient data."""
-    import base64
-
-    import redis as redis_client
-
     from db.engine import make_engine, make_session_factory
     from ingest.watcher import Origin
     from worker.celery_app import LIVE_QUEUE
     from worker.intake import Intake
     from worker.settings import Settings
 
-    env = service_env(tmp_path, pg_url, redis_url, CXR_BATCH_SIZE="3")
+    env = service_env(tmp_path, pg_url, broker_url, CXR_BATCH_SIZE="3")
     cli(["db", "upgrade"], env)
     settings = Settings(**{k[4:].lower(): v for k, v in env.items() if k.startswith("CXR_")})
-    settings.inbox_dir.mkdir(parents=True)
+    settings.inbox.mkdir(parents=True)
     engine = make_engine(pg_url)
-    import worker.celery_app as celery_module
-
-    celery_module.app.conf.broker_url = redis_url
-    celery_module.app.conf.broker_transport = None  # not the embedded broker's transport
+    _use_broker(broker_url)
     from worker.tasks import enqueue
 
     files = [
-        copy_jpeg(j, settings.inbox_dir / f"person{n}.jpeg") for n, j in enumerate(dataset_jpegs(5))
+        copy_jpeg(j, settings.inbox / f"person{n}.jpeg") for n, j in enumerate(dataset_jpegs(5))
     ]
     Intake(settings, make_session_factory(engine), enqueue).admit_many(
         [(path, Origin.LIVE) for path in files]
     )
     engine.dispose()
     ids = sorted(row.id for row in rows(pg_url))
-    broker = redis_client.Redis.from_url(redis_url)
-    messages = [json.loads(raw) for raw in reversed(broker.lrange(LIVE_QUEUE, 0, -1))]
-    assert [m["headers"]["task"] for m in messages] == ["cxr.triage", "cxr.triage"]
-    assert [m["headers"]["argsrepr"] for m in messages] == [
+    messages = peek_tasks(broker_url, LIVE_QUEUE)
+    assert [headers["task"] for headers, _ in messages] == ["cxr.triage", "cxr.triage"]
+    assert [headers["argsrepr"] for headers, _ in messages] == [
         repr((ids[:3],)),
         repr((ids[3:],)),
     ]
-    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
-    assert [body[0] for body in bodies] == [[ids[:3]], [ids[3:]]]
-    assert not any("person" in json.dumps(m) for m in messages)
+    assert [args for _, args in messages] == [ids[:3], ids[3:]]
+    assert not any("person" in json.dumps([h, a], default=str) for h, a in messages)

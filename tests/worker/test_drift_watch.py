@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.drift import add_counts
+from db.drift_counts import add_counts
 from db.engine import make_session_factory
 from db.models import utcnow
 from model.drift import Reference, score_bin
-from worker.drift import DriftCollector, DriftWatch
+from worker.drift_watch import DriftCollector, DriftWatch
 
 
 def _reference() -> Reference:
@@ -38,7 +38,7 @@ def test_the_watch_logs_a_warning_once_per_interval(
 ) -> None:
     _all_urgent(sessions, 120)
     watch = DriftWatch(sessions, _reference(), interval_s=3600)
-    with caplog.at_level(logging.WARNING, logger="worker.drift"):
+    with caplog.at_level(logging.WARNING, logger="worker.drift_watch"):
         first = watch.check()
         second = watch.check()  # within the interval: not even a query
     assert first is not None and first.warnings and second is None
@@ -51,7 +51,7 @@ def test_the_watch_never_raises_when_the_database_is_gone(
 ) -> None:
     engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # nothing listens
     watch = DriftWatch(make_session_factory(engine), _reference(), interval_s=0)
-    with caplog.at_level(logging.WARNING, logger="worker.drift"):
+    with caplog.at_level(logging.WARNING, logger="worker.drift_watch"):
         assert watch.check() is None
     assert "database unavailable" in caplog.text
 

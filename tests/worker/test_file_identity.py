@@ -33,7 +33,7 @@ from tests.ingest.dicom_factory import native_8bit, write
 from tests.models import untrained_classifier
 from worker.intake import Admission, Intake
 from worker.pipeline import Pipeline, Scorer
-from worker.results import Remaining, publish_rows
+from worker.publishing import Remaining, publish_rows
 from worker.settings import Settings
 
 
@@ -100,7 +100,7 @@ def test_a_file_replaced_while_scored_keeps_each_patient_on_its_own_row_and_resu
 ) -> None:
     rng = np.random.default_rng(12)
     grey_a, grey_b = (rng.integers(0, 256, (256, 256), dtype=np.uint8) for _ in range(2))
-    inbox = settings.inbox_dir
+    inbox = settings.inbox
     inbox.mkdir(parents=True)
     patient_a = patient_radiograph(inbox / "scan.dcm", grey_a, "PAT-A")
     patient_b = patient_radiograph(tmp_path / "b.dcm", grey_b, "PAT-B")
@@ -132,7 +132,7 @@ def test_a_file_replaced_while_scored_keeps_each_patient_on_its_own_row_and_resu
         archived = Path(row.archived_path or "")
         assert sha256(archived) == row.file_sha256
         assert pydicom.dcmread(archived, stop_before_pixels=True).PatientID == row.patient_id
-    archive = sorted(p for p in settings.archive_dir.rglob("*") if p.is_file())
+    archive = sorted(p for p in settings.archive.rglob("*") if p.is_file())
     assert sorted(sha256(p) for p in archive) == sorted(r.file_sha256 for r in rows)
     assert [p for p in inbox.rglob("*") if p.is_file()] == []
     assert not any(staging_dir(inbox).iterdir())
@@ -140,13 +140,13 @@ def test_a_file_replaced_while_scored_keeps_each_patient_on_its_own_row_and_resu
     studies = {  # each result's patient, by the study of the image it was computed from
         pydicom.dcmread(row.archived_path or "").StudyInstanceUID: row.patient_id for row in rows
     }
-    results = sorted(settings.outbox_dir.glob("*.dcm"))
+    results = sorted(settings.outbox.glob("*.dcm"))
     assert len(results) == 4, "an SR and an SC per row"
     for path in results:
         result = pydicom.dcmread(path)
         assert result.PatientID == studies[result.StudyInstanceUID], path.name
     assert sorted(pydicom.dcmread(p).PatientID for p in results) == ["PAT-A"] * 2 + ["PAT-B"] * 2
-    assert os.listdir(settings.outbox_dir)  # the SR/SC were written, not skipped
+    assert os.listdir(settings.outbox)  # the SR/SC were written, not skipped
 
 
 def test_a_folder_that_took_the_files_name_is_left_alone(
@@ -154,7 +154,7 @@ def test_a_folder_that_took_the_files_name_is_left_alone(
 ) -> None:
     """Hostile: after admission the file is replaced by a folder of the same name holding
     other arrivals. The row fails (its file left the inbox); the folder is not taken."""
-    inbox = settings.inbox_dir
+    inbox = settings.inbox
     inbox.mkdir(parents=True)
     patient_radiograph(inbox / "scan.dcm", np.zeros((64, 64), np.uint8), "PAT-A")
     intake = Intake(settings, sessions, lambda entry_id, origin: None)
@@ -180,7 +180,7 @@ def test_a_file_rewritten_through_an_open_handle_while_scored_is_not_filed_as_th
     Staging cannot stop that; the fingerprint check after scoring must: the old row keeps
     no result, and the new bytes go back to the inbox to become patient B's row."""
     rng = np.random.default_rng(13)
-    inbox = settings.inbox_dir
+    inbox = settings.inbox
     inbox.mkdir(parents=True)
     patient_radiograph(inbox / "scan.dcm", rng.integers(0, 256, (256, 256), np.uint8), "PAT-A")
     patient_b = patient_radiograph(
@@ -213,6 +213,6 @@ def test_a_file_rewritten_through_an_open_handle_while_scored_is_not_filed_as_th
         (Status.FAILED, "PAT-A"),
         (Status.DONE, "PAT-B"),
     ]
-    archived = [p for p in settings.archive_dir.rglob("*") if p.is_file()]
+    archived = [p for p in settings.archive.rglob("*") if p.is_file()]
     assert [sha256(p) for p in archived] == [hashlib.sha256(patient_b).hexdigest()]
     assert pydicom.dcmread(archived[0], stop_before_pixels=True).PatientID == "PAT-B"

@@ -33,7 +33,7 @@ class Sent(list[tuple[int, Origin]]):
 
 def _intake(settings: Settings, sessions: sessionmaker[Session]) -> tuple[Intake, Sent]:
     sent = Sent()
-    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    settings.inbox.mkdir(parents=True, exist_ok=True)
     return Intake(settings, sessions, sent, outage=(BrokerError,)), sent
 
 
@@ -46,7 +46,7 @@ def test_a_new_dicom_becomes_one_queued_row_with_its_header(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     intake, sent = _intake(settings, sessions)
-    path = cr_dicom(dataset_jpegs(1)[0], settings.inbox_dir / "a.dcm", AccessionNumber="ACC42")
+    path = cr_dicom(dataset_jpegs(1)[0], settings.inbox / "a.dcm", AccessionNumber="ACC42")
     assert intake.admit(path, Origin.LIVE) is Admission.QUEUED
     (row,) = _rows(sessions)
     assert sent == [(row.id, Origin.LIVE)]
@@ -62,13 +62,13 @@ def test_the_same_content_under_another_name_is_quarantined_as_a_duplicate(
 ) -> None:
     intake, sent = _intake(settings, sessions)
     jpeg = dataset_jpegs(1)[0]
-    first = copy_jpeg(jpeg, settings.inbox_dir / "a.jpeg")
-    second = copy_jpeg(jpeg, settings.inbox_dir / "copy-of-a.jpeg")
+    first = copy_jpeg(jpeg, settings.inbox / "a.jpeg")
+    second = copy_jpeg(jpeg, settings.inbox / "copy-of-a.jpeg")
     assert intake.admit(first, Origin.LIVE) is Admission.QUEUED
     assert intake.admit(second, Origin.LIVE) is Admission.DUPLICATE
     assert len(_rows(sessions)) == 1 and len(sent) == 1
     assert not second.exists()
-    (sidecar,) = (settings.quarantine_dir / "duplicate").glob("*.json")
+    (sidecar,) = (settings.quarantine / "duplicate").glob("*.json")
     content = json.loads(sidecar.read_text())
     assert content["duplicate_of_worklist_id"] == _rows(sessions)[0].id
     assert Path(str(sidecar)[: -len(".json")]).read_bytes() == jpeg.read_bytes()
@@ -78,9 +78,9 @@ def test_a_final_row_whose_original_is_still_in_the_inbox_is_filed(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     intake, sent = _intake(settings, sessions)
-    path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "a.jpeg")
+    path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox / "a.jpeg")
     intake.admit(path, Origin.LIVE)
-    destination = settings.archive_dir / "2026" / "a.jpeg"
+    destination = settings.archive / "2026" / "a.jpeg"
     with sessions.begin() as session:  # a worker committed, then died before the move
         row = session.scalars(select(WorklistEntry)).one()
         row.status, row.archived_path, row.finished_at = Status.DONE, str(destination), utcnow()
@@ -92,7 +92,7 @@ def test_a_processing_row_is_left_alone_until_its_claim_is_stale(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     intake, sent = _intake(settings, sessions)
-    path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "a.jpeg")
+    path = copy_jpeg(dataset_jpegs(1)[0], settings.inbox / "a.jpeg")
     intake.admit(path, Origin.LIVE)
     with sessions.begin() as session:
         row = session.scalars(select(WorklistEntry)).one()
@@ -111,11 +111,11 @@ def test_a_symlink_is_quarantined_unread_without_a_row(
     intake, sent = _intake(settings, sessions)
     secret = tmp_path / "etc-shadow"
     secret.write_text("root:x")
-    link = settings.inbox_dir / "evil.dcm"
+    link = settings.inbox / "evil.dcm"
     os.symlink(secret, link)
     assert intake.admit(link, Origin.LIVE) is Admission.UNSAFE
     assert not link.is_symlink() and secret.read_text() == "root:x"
-    assert (settings.quarantine_dir / "unsafe_path").is_dir() and _rows(sessions) == []
+    assert (settings.quarantine / "unsafe_path").is_dir() and _rows(sessions) == []
     assert sent == []
 
 
@@ -124,9 +124,9 @@ def test_a_burst_is_admitted_together_and_each_file_gets_its_own_outcome(
 ) -> None:
     intake, sent = _intake(settings, sessions)
     jpegs = dataset_jpegs(3)
-    files = [copy_jpeg(jpeg, settings.inbox_dir / f"{n}.jpeg") for n, jpeg in enumerate(jpegs)]
-    copy = copy_jpeg(jpegs[0], settings.inbox_dir / "copy.jpeg")
-    gone = settings.inbox_dir / "gone.jpeg"
+    files = [copy_jpeg(jpeg, settings.inbox / f"{n}.jpeg") for n, jpeg in enumerate(jpegs)]
+    copy = copy_jpeg(jpegs[0], settings.inbox / "copy.jpeg")
+    gone = settings.inbox / "gone.jpeg"
     batch = [(path, Origin.BACKFILL) for path in [*files, copy, gone]]
     assert intake(batch) == []  # nothing to hand again
     rows = _rows(sessions)
@@ -144,8 +144,8 @@ def test_a_file_the_system_cannot_read_now_is_handed_back_alone(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     intake, sent = _intake(settings, sessions)
-    ok = copy_jpeg(dataset_jpegs(1)[0], settings.inbox_dir / "ok.jpeg")
-    unreadable = settings.inbox_dir / ("x" * 300)  # lstat fails: ENAMETOOLONG, not "missing"
+    ok = copy_jpeg(dataset_jpegs(1)[0], settings.inbox / "ok.jpeg")
+    unreadable = settings.inbox / ("x" * 300)  # lstat fails: ENAMETOOLONG, not "missing"
     assert intake([(ok, Origin.LIVE), (unreadable, Origin.LIVE)]) == [unreadable]
     assert [row.source_path for row in _rows(sessions)] == [str(ok)]
     assert len(sent) == 1
@@ -154,7 +154,7 @@ def test_a_file_the_system_cannot_read_now_is_handed_back_alone(
 def test_a_task_that_cannot_be_sent_hands_back_its_file_and_spares_the_others(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    settings.inbox.mkdir(parents=True, exist_ok=True)
     sent: list[int] = []
     failures = {2: RuntimeError("a bug in sending"), 3: BrokerError("broker down")}
 
@@ -168,7 +168,7 @@ def test_a_task_that_cannot_be_sent_hands_back_its_file_and_spares_the_others(
         settings.model_copy(update={"batch_size": 1}), sessions, enqueue, outage=(BrokerError,)
     )
     files = [
-        copy_jpeg(jpeg, settings.inbox_dir / f"{n}.jpeg") for n, jpeg in enumerate(dataset_jpegs(4))
+        copy_jpeg(jpeg, settings.inbox / f"{n}.jpeg") for n, jpeg in enumerate(dataset_jpegs(4))
     ]
     admissions = intake.admit_many([(path, Origin.LIVE) for path in files])
     # row 2: that file alone; row 3: the broker is down, so row 4 is not even tried
@@ -188,7 +188,7 @@ def test_one_task_per_batch_of_rows_and_a_failed_send_hands_back_that_batch_only
 ) -> None:
     """Seven new files, batch size 3: tasks of 3, 3 and 1 rows, live before backfill; a task
     that cannot be sent hands back its own three files, which are sent again later."""
-    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    settings.inbox.mkdir(parents=True, exist_ok=True)
     messages: list[tuple[list[int], Origin]] = []
     fail_once = [True]
 
@@ -200,7 +200,7 @@ def test_one_task_per_batch_of_rows_and_a_failed_send_hands_back_that_batch_only
 
     intake = Intake(settings.model_copy(update={"batch_size": 3}), sessions, enqueue)
     jpegs = dataset_jpegs(7)
-    files = [copy_jpeg(j, settings.inbox_dir / f"{n}.jpeg") for n, j in enumerate(jpegs)]
+    files = [copy_jpeg(j, settings.inbox / f"{n}.jpeg") for n, j in enumerate(jpegs)]
     origins = [Origin.BACKFILL, *[Origin.LIVE] * 5, Origin.BACKFILL]
     admissions = intake.admit_many(list(zip(files, origins, strict=True)))
     ids = {row.source_path: row.id for row in _rows(sessions)}

@@ -55,8 +55,8 @@ def _admitted(settings: Settings, sessions: sessionmaker[Session], files: list[P
 
 @pytest.fixture
 def inbox(settings: Settings) -> Path:
-    settings.inbox_dir.mkdir(parents=True)
-    return settings.inbox_dir
+    settings.inbox.mkdir(parents=True)
+    return settings.inbox
 
 
 def _rows(sessions: sessionmaker[Session]) -> dict[str, WorklistEntry]:
@@ -89,7 +89,7 @@ def test_scored_rows_end_done_with_the_scorers_prediction_and_are_archived(
         )
         assert row.model_version == "fake-1.0" and row.reason is None
         archived = Path(row.archived_path or "")
-        assert archived.is_relative_to(settings.archive_dir) and archived.is_file()
+        assert archived.is_relative_to(settings.archive) and archived.is_file()
         assert not path.exists() and not staged_path(inbox, row.id).exists()
 
 
@@ -119,13 +119,13 @@ def test_a_failed_batch_call_is_retried_image_by_image_and_fails_only_the_culpri
         "the model could not score it",
     )
     quarantined = Path(poison.archived_path or "")
-    assert quarantined.parent == settings.quarantine_dir / "processing_error"
+    assert quarantined.parent == settings.quarantine / "processing_error"
     sidecar = json.loads(quarantined.with_name(quarantined.name + ".json").read_text())
     assert sidecar["worklist_id"] == poison.id and sidecar["status"] == "failed"
     assert quarantined.read_bytes() == poison_bytes
 
 
-def test_a_time_limit_reaches_the_task_runner_and_leaves_the_rows_to_its_retry(
+def test_a_time_limit_reaches_the_task_runner_and_counts_when_the_rows_are_taken_back(
     settings: Settings, sessions: sessionmaker[Session], inbox: Path
 ) -> None:
     files = [_png(inbox / f"{n}.png", seed=n) for n in range(2)]
@@ -141,16 +141,23 @@ def test_a_time_limit_reaches_the_task_runner_and_leaves_the_rows_to_its_retry(
     assert {row.status for row in rows.values()} == {Status.PROCESSING}  # nothing stored
     assert all(staged_path(inbox, row.id).is_file() for row in rows.values())  # nothing lost
 
+    # Taken back under the same token (a redelivery; a take-over once the lease ran out is
+    # the same): a time limit is no transient error, it counts, since a file that hangs its
+    # reader must reach the poison cap, and the batch tried before is split.
     routine = Prediction(0.1, Label.NORMAL, Priority.ROUTINE, 0.5, "fake-1.0")
-    scorer = FakeScorer(routine)  # the task's retry, same token, not a new attempt
-    retried = Pipeline(settings, sessions, lambda: scorer, reraise=(TimeLimit,))
-    outcomes = retried.triage(ids, token="task-1", retry=True)
+    scorer = FakeScorer(routine)
+    sent_alone: list[int] = []
+    again = Pipeline(
+        settings, sessions, lambda: scorer, reraise=(TimeLimit,), send_alone=sent_alone.extend
+    )
+    outcomes = again.triage(ids, token="task-1")
 
-    assert [type(o) for o in outcomes] == [Scored, Scored]
+    assert [type(o) for o in outcomes] == [Scored] and sent_alone == ids[1:]
     rows = _rows(sessions)
-    assert {(row.status, row.priority, row.attempts) for row in rows.values()} == {
-        (Status.DONE, "routine", 1)
-    }
+    assert [(rows[name].status, rows[name].attempts) for name in ("0.png", "1.png")] == [
+        (Status.DONE, 2),
+        (Status.QUEUED, 1),
+    ]
 
 
 def test_a_file_that_vanished_before_it_was_scored_fails_unfiled_and_spares_its_mates(
@@ -172,6 +179,6 @@ def test_a_file_that_vanished_before_it_was_scored_fails_unfiled_and_spares_its_
         "processing_error",
         LEFT,
     )
-    assert not gone.archived_path and not any(settings.quarantine_dir.rglob("*"))
+    assert not gone.archived_path and not any(settings.quarantine.rglob("*"))
     assert rows["kept.png"].status is Status.DONE and scorer.calls == [1]
     assert not isinstance(outcomes[rows["kept.png"].id], Failed)

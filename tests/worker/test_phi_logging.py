@@ -17,6 +17,12 @@ from worker.phi_logging import PhiRedactionFilter
 
 NAME = "Zyxwvutsonian^Quixotella"
 PATH = "/inbox/Zyxwvutsonian_Quixotella.dcm"
+#: Libraries some of whose start-up records carry the system's own configuration.
+LIBRARY_LOGGERS = (
+    "uvicorn.error",
+    "celery.worker.consumer.connection",
+    "alembic.runtime.migration",
+)
 
 
 @pytest.fixture
@@ -25,7 +31,8 @@ def output() -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(stream)
     handler.addFilter(PhiRedactionFilter())
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    loggers = [logging.getLogger(n) for n in ("worker.x", "celery.app.trace", "somelib")]
+    names = ("worker.x", "celery.app.trace", "somelib", *LIBRARY_LOGGERS)
+    loggers = [logging.getLogger(n) for n in names]
     for logger in loggers:
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
@@ -93,3 +100,24 @@ def test_other_libraries_keep_their_template_not_their_values(output: io.StringI
     assert "copy attributes of [redacted] from [redacted]" in text_out
     assert "uid [redacted] of 3 files" in text_out
     assert "Zyxw" not in text_out and "inbox" not in text_out
+
+
+def test_the_system_s_own_addresses_and_migrations_are_kept(output: io.StringIO) -> None:
+    """What an operator needs from the start-up lines is configuration, not patient data:
+    they are logged as they are (issue 21: ``Uvicorn running on [redacted]:[redacted]``)."""
+    server = logging.getLogger("uvicorn.error")
+    server.info("Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http", "0.0.0.0", 8080)
+    broker = logging.getLogger("celery.worker.consumer.connection")
+    broker.info("Connected to %s", "redis://:secret-pw@redis:6379/0")
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.info("Running %s", "upgrade 0004 -> 0005, result objects")
+    # the same loggers with a template that is not on the list: values redacted as before
+    server.warning("Invalid HTTP request received: %s", NAME)
+    broker.error("consumer: cannot connect to %s", PATH)
+    text = output.getvalue()
+    assert "Uvicorn running on http://0.0.0.0:8080 (Press CTRL+C to quit)" in text
+    assert "Connected to redis://:**@redis:6379/0" in text and "secret-pw" not in text
+    assert "Running upgrade 0004 -> 0005, result objects" in text
+    assert "Invalid HTTP request received: [redacted]" in text
+    assert "cannot connect to [redacted]" in text
+    assert "Zyxw" not in text and "inbox" not in text

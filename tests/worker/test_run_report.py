@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import re
 import signal
 import subprocess
 from collections import Counter
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, make_session_factory
 from db.models import Status, WorklistEntry
+from ingest.limits import MAX_FOLDER_DEPTH
 from tests.processes import CLI
 from tests.support import wait_until
 from worker.cli.run_report import Baseline, CountingIntake, RunCounts, RunProgress
@@ -138,6 +140,9 @@ def test_on_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path: Path):
     assert "\x1b[" in text  # the line is redrawn, not printed again and again
     assert "0 files seen · 0 scored · 0 rejected · 0 in progress" in text
     assert "files seen:  0" in text.replace("\r", "")
+    # the stop message on a line of its own, not glued to the live line ("0:03inbox empty")
+    assert re.search(r"(^|[\r\n]|\x1b\[2K)inbox empty and every row final; stopping\r?\n", text)
+    assert not re.search(r"\d(inbox empty|cxr-triage running)", text)
 
 
 def _read(fd: int) -> bytes:
@@ -191,3 +196,31 @@ def test_a_worker_that_dies_is_said_with_the_end_of_its_log(tmp_path: Path):
     assert f"the last lines of {log_file}:" in stderr
     assert " ready: " in stderr  # the log's end, where the person can see it
     assert "files seen:  0" in stdout
+
+
+def test_the_run_s_own_lines_all_go_to_stdout_and_a_folder_too_deep_is_said(tmp_path: Path):
+    """A pipe showed half of the run: three of its lines went to stderr. And a file in a
+    folder past the watcher's depth limit sat unread while the run said "inbox empty and
+    every row final", the reason only in the log file (issue 21)."""
+    folder = tmp_path / "inbox"
+    for _ in range(MAX_FOLDER_DEPTH + 2):
+        folder = folder / "d"
+    folder.mkdir(parents=True)
+    (folder / "deep.png").write_bytes(b"not read")
+    done = _run(tmp_path, "./inbox")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[0] == "logs: data/logs/run.log"  # below the working folder: relative
+    assert lines[1] == "cxr-triage running: watching inbox (Ctrl-C stops)"
+    deep = (
+        f"1 folder more than {MAX_FOLDER_DEPTH} levels below the inbox, not read: "
+        "move its files higher up"
+    )
+    assert f"every row final, but {deep}; stopping" in lines
+    assert f"not read:    {deep}" in lines
+    assert "inbox empty" not in done.stdout
+    assert (folder / "deep.png").exists()
+    # a normal stop retires the pool processes: not a process lost and restarting
+    log = (tmp_path / "data" / "logs" / "run.log").read_text()
+    assert "Warm shutdown" in log and "restarting" not in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from worker.settings import Settings, SettingsFileError
@@ -16,9 +17,9 @@ def test_defaults_are_embedded_and_under_the_data_dir(
     monkeypatch.chdir(tmp_path)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.data_dir == tmp_path / "cxr-triage-data"
-    assert settings.inbox_dir == settings.data_dir / "inbox"
-    assert settings.db_url == f"sqlite:///{settings.data_dir / 'worklist.sqlite3'}"
-    assert settings.broker == "filesystem://" and settings.embedded_broker
+    assert settings.inbox == settings.data_dir / "inbox"
+    assert settings.database_url == f"sqlite:///{settings.data_dir / 'worklist.sqlite3'}"
+    assert settings.broker_url == "filesystem://" and settings.embedded_broker
     assert settings.model_path is None and settings.watch_mode == "inotify"
 
 
@@ -30,7 +31,7 @@ def test_environment_variables_with_the_prefix_win(
     monkeypatch.setenv("CXR_WATCH_MODE", "polling")
     monkeypatch.setenv("CXR_MODEL_PATH", str(tmp_path / "model"))
     settings = Settings()
-    assert settings.inbox_dir == tmp_path / "share"
+    assert settings.inbox == tmp_path / "share"
     assert not settings.embedded_broker and settings.watch_mode == "polling"
     assert settings.model_path == tmp_path / "model"
 
@@ -41,7 +42,7 @@ def test_a_settings_file_sets_plain_values(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("CXR_SETTINGS_FILE", str(file))
     monkeypatch.setenv("CXR_QUIET_PERIOD_S", "3")  # the environment beats the file
     settings = Settings()
-    assert settings.quiet_period_s == 3.0 and settings.archive_dir == tmp_path / "arch"
+    assert settings.quiet_period_s == 3.0 and settings.archive == tmp_path / "arch"
 
 
 @pytest.mark.parametrize(
@@ -76,3 +77,24 @@ def test_archive_inside_the_inbox_is_refused(tmp_path: Path) -> None:
 def test_visibility_timeout_must_outlast_a_task(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="visibility_timeout"):
         Settings(data_dir=tmp_path, visibility_timeout_s=60, task_time_limit_s=600)
+
+
+def test_each_folder_and_url_is_one_field_defaulting_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=Path("node") / ".." / "node", inbox=None)  # None: the default
+    data = tmp_path / "node"
+    assert settings.data_dir == data
+    for name in ("inbox", "archive", "quarantine", "outbox", "overlays"):
+        assert getattr(settings, name) == data / name, name
+    assert settings.database_url == f"sqlite:///{data / 'worklist.sqlite3'}"
+    assert not settings.inbox_configured
+    named = Settings(data_dir=data, inbox=Path("share"), outbox=Path("~") / "out")
+    assert named.inbox == tmp_path / "share" and named.inbox_configured
+    assert named.outbox == Path.home() / "out"  # resolved like the others
+
+
+def test_a_bad_data_dir_is_reported_as_itself(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="data_dir"):
+        Settings(data_dir=[1, 2])  # type: ignore[arg-type]

@@ -60,14 +60,47 @@ def test_plain_filesystem_transport_interleaves_the_queues(tmp_path: Path) -> No
     assert order.index(RESULTS_QUEUE) < last_live, order
 
 
-@pytest.mark.parametrize("broker", ["filesystem://", "redis://127.0.0.1:6379/8"])
+@pytest.mark.parametrize(
+    "broker", ["filesystem://", "redis://127.0.0.1:6379/8", "amqp://guest@127.0.0.1:5672//"]
+)
 def test_celery_config_orders_the_queues_on_every_broker(broker: str, tmp_path: Path) -> None:
-    from worker.celery_app import celery_config
+    from worker.celery_app import QUEUES, celery_config
     from worker.settings import Settings
 
     settings = Settings(broker_url=broker, data_dir=tmp_path)
     config = celery_config(settings)
+    assert [q.name for q in config["task_queues"]] == list(QUEUES)
     if broker.startswith("redis"):
         assert config["broker_transport_options"]["queue_order_strategy"] == "priority"
+    elif broker.startswith("amqp"):
+        # durable quorum queues, confirmed publishes, a topic exchange (delayed retries)
+        assert {q.queue_arguments["x-queue-type"] for q in config["task_queues"]} == {"quorum"}
+        assert all(q.durable and q.exchange.type == "topic" for q in config["task_queues"])
+        assert config["broker_transport_options"] == {"confirm_publish": True}
+        assert config["worker_detect_quorum_queues"] and config["broker_transport"] is None
     else:
         assert config["broker_transport"] == TRANSPORT
+
+
+def test_the_embedded_broker_makes_its_folders_when_it_connects(tmp_path: Path) -> None:
+    """The configuration no longer makes them at import: the first process to connect
+    (the watcher sending, or the worker consuming) does, and a send then succeeds."""
+    from celery import Celery
+
+    from worker.celery_app import celery_config
+    from worker.settings import Settings
+
+    settings = Settings(broker_url="filesystem://", data_dir=tmp_path / "data")
+    config = celery_config(settings)
+    assert not settings.broker_folder.exists()
+    app = Celery("folders", set_as_current=False)
+    app.config_from_object(config)
+    with app.connection_for_write() as connection:
+        connection.default_channel  # noqa: B018  opening the channel is the start-up
+        assert {p.name for p in settings.broker_folder.iterdir()} == {
+            "queue",
+            "control",
+            "processed",
+        }
+        app.send_task("cxr.triage", args=([1],), queue=LIVE_QUEUE, connection=connection)
+    assert len(list((settings.broker_folder / "queue").iterdir())) == 1

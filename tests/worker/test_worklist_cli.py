@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from db import migrate
 from db.engine import make_engine, make_session_factory
 from db.worklist import Arrival, admit
+from tests.processes import cli, cli_json, service_env
 from worker import resources
 from worker.cli import app
 from worker.settings import get_settings
@@ -121,3 +122,33 @@ def test_csv_keeps_its_first_columns_in_place_and_adds_new_ones_at_the_end(
     header = next(csv.reader(io.StringIO(result.stdout)))
     assert header[: len(FIRST_CSV_COLUMNS)] == FIRST_CSV_COLUMNS
     assert {"reason_detail", "source_kind"} <= set(header[len(FIRST_CSV_COLUMNS) :])
+
+
+ESCAPING_NAMES = [
+    "\x1b]8;;https://evil.example/steal\x1b\\click me\x1b]8;;\x1b\\.dcm",  # a hyperlink
+    "\x1b[2J\x1b[Hscreen-cleared.dcm",  # clears the terminal
+    "\x1b]0;window title\x07.dcm",  # retitles the window
+    "c1-csi-\x9b31mred.dcm",  # an 8-bit CSI
+    "report-\u202egpj.exe",  # reads as report-exe.jpg
+]
+
+
+def test_the_table_never_sends_a_terminal_escape_sequence_from_a_name(tmp_path: Path):
+    """File names went to the terminal raw: ESC ] 8 made a hyperlink, ESC [ 2 J cleared the
+    screen (issue 20). The real CLI, as an operator runs it."""
+    url = f"sqlite:///{tmp_path / 'worklist.sqlite3'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    with make_session_factory(engine).begin() as session:
+        for n, name in enumerate(ESCAPING_NAMES):
+            admit(session, Arrival(f"{n:064x}", name, f"/inbox/{n}", accession_number=name[:16]))
+    engine.dispose()
+    env = service_env(tmp_path, url, None, COLUMNS="400")
+    shown = cli(["worklist", "--limit", "50"], env).stdout
+    for byte in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert byte not in shown, repr(byte)
+    assert "\\x1b]8;;https://evil.example/steal\\x1b\\click me" in shown
+    assert "\\x1b[2J\\x1b[Hscreen-cleared.dcm" in shown and "\\x9b31mred" in shown
+    assert "report-\\u202egpj.exe" in shown
+    listed = cli_json(["worklist", "--json", "--limit", "50"], env)  # JSON keeps the names
+    assert {row["source_name"] for row in listed} == set(ESCAPING_NAMES)

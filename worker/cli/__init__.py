@@ -8,7 +8,10 @@ TensorFlow is imported inside the model commands only, so ``cxr-triage worklist`
 from worker.cli import (  # noqa: F401  (registers commands)
     model_commands,
     pacs_commands,
+    ris_commands,
+    role_commands,
     service_commands,
+    user_commands,
     web_commands,
     worklist_commands,
 )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from worker.cli.app import app
+from worker.cli.app import app, typer_app
 
 if TYPE_CHECKING:
     import numpy as np
@@ -312,6 +312,15 @@ def _calibrate_site(
         "",
     )
     Console().print(table)
+    if result.content is not None:
+        record = result.content.record
+        typer.echo(
+            f"content check on the site's {record['films']} films: refused "
+            f"{record['refused_before']} before, {record['refused_after_in_sample']} after "
+            f"({record['refused_after_leave_one_out']} leave-one-out); refusal cut-off "
+            f"{record['reject_threshold_before']:.2f} -> {record['reject_threshold']:.2f} "
+            f"(ceiling {record['ceiling']:.2f})"
+        )
     typer.echo(
         f"wrote {out} as {result.card.model_version}; plots in {out / 'evaluation'}. "
         "Evaluate it, run it in shadow, then point CXR_MODEL_PATH at it."
@@ -398,7 +407,7 @@ def predict(
 
     _quiet_tensorflow()
     from ingest import IngestError, load_scorable
-    from worker.population import content_rejection, population_flags
+    from worker.population import not_analysed, population_flags
 
     classifier = _load_classifier(model)
     results: list[dict[str, object]] = []
@@ -416,14 +425,14 @@ def predict(
             )
             continue
         result = classifier.predict([image.pixels])[0]
-        rejection = content_rejection(result)
-        if rejection is not None:
+        refused = not_analysed(result, eligibility.flags)
+        if refused is not None:
             results.append(
                 {
                     "file": str(path),
                     "status": "rejected",
-                    "reason": "not_chest_radiograph",
-                    "message": rejection,
+                    "reason": refused.reason.value,
+                    "message": refused.detail,
                 }
             )
             continue
@@ -482,7 +491,7 @@ def _write_heatmap(
     return target
 
 
-content_check_app = typer.Typer(
+content_check_app = typer_app(
     help="The content check: is an image a chest radiograph of the model's population?",
     no_args_is_help=True,
 )
@@ -509,28 +518,23 @@ def content_check_fit(
         float,
         typer.Option(
             min=0.5,
-            max=1.0,
+            max=0.999,
             help="Validation quantile of the distance above which an image is flagged "
-            "outside_training_population (still scored).",
+            "outside_training_population (still scored). The refusal cut-off is placed "
+            "between the validation images and the non-chest reference set.",
         ),
     ] = 0.985,
-    reject_quantile: Annotated[
-        float,
-        typer.Option(
-            min=0.5,
-            max=1.0,
-            help="Validation quantile of the distance above which an image is rejected "
-            "not_chest_radiograph (never scored).",
-        ),
-    ] = 0.995,
     cache_dir: Annotated[
         Path, typer.Option(help="Where the decoded uint8 arrays are cached.")
     ] = DEFAULT_CACHE,
 ) -> None:
-    """Fit the content check on the model's training split, cut-offs on its validation split.
+    """Fit the content check on the model's training split; cut-offs on its validation split
+    and the non-chest reference set.
 
-    The weights are untouched. Refuses if the data do not give the split the model was
-    trained with. Rerun after every retraining: the statistics belong to one network.
+    The weights are untouched. Refuses if the features cannot separate the validation images
+    from the non-chest set with a margin (no safe cut-off: nothing is written), and if the
+    data do not give the split the model was trained with. Rerun after every retraining:
+    the statistics belong to one network.
     """
     _quiet_tensorflow()
     from ingest import read_image
@@ -543,7 +547,6 @@ def content_check_fit(
             cache_dir,
             lambda path: read_image(path).pixels,
             population_quantile,
-            reject_quantile,
         )
     except (ValueError, FileNotFoundError) as error:  # not the model's data, or incomplete
         raise typer.BadParameter(str(error), param_hint="--data") from error
@@ -551,6 +554,8 @@ def content_check_fit(
     typer.echo(
         f"{card.model_version}: content check on {check.dimension} features; flag above "
         f"{check.population_threshold:.2f}, reject above {check.reject_threshold:.2f} "
-        f"(validation: {fitted['validation_rejected']:.1%} rejected, "
-        f"{fitted['validation_flagged_or_rejected']:.1%} flagged or rejected)"
+        f"(ceiling {check.ceiling:.2f}; validation: {fitted['validation_rejected']:.1%} "
+        f"rejected, {fitted['validation_flagged_or_rejected']:.1%} flagged or rejected; "
+        f"non-chest set: {fitted['nonchest_refused']}/{len(fitted['nonchest_images'])} "
+        "rejected)"
     )

@@ -31,7 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import WAITING_STATUSES, Status, WorklistEntry
 from ingest.errors import Reason
+from ingest.limits import MAX_FOLDER_DEPTH
 from ingest.watcher import Origin
+from model.prediction import Priority
 from worker.intake import DUPLICATE, Admission, Intake
 
 #: A plain (non-terminal) progress line at most this often.
@@ -154,13 +156,22 @@ class RunCounts:
         ]
 
 
-PRIORITY_ORDER = ("urgent", "suspect", "routine")
+PRIORITY_ORDER = tuple(Priority)
 
 
 def _breakdown(counts: Counter[str], order: Sequence[str] = ()) -> str:
     keys = [k for k in order if counts[k]] + sorted(k for k in counts if k not in order)
     parts = [f"{key} {counts[key]}" for key in keys if counts[key]]
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def too_deep_text(folders: int) -> str:
+    """Folders past the watcher's depth limit, and what to do about them."""
+    many = folders != 1
+    return (
+        f"{folders} folder{'s' * many} more than {MAX_FOLDER_DEPTH} levels below the inbox, "
+        f"not read: move {'their' if many else 'its'} files higher up"
+    )
 
 
 def _clock(seconds: float) -> str:
@@ -225,11 +236,19 @@ class RunProgress:
         if self._live is not None:
             self._live.stop()
 
-    def print_summary(self) -> None:
+    def note(self, line: str) -> None:
+        """One of the run's own lines: on a terminal above the live line, not glued to it."""
+        self.console.print(line, soft_wrap=True)
+
+    def print_summary(self, unread_folders: int = 0) -> None:
+        """The end-of-run report; ``unread_folders``: folders past the depth limit, whose
+        files were never read (the watcher's log says so too, but nobody reads it)."""
         elapsed = self.clock() - self.started
         try:
             lines = self.counts().summary_lines(elapsed)
         except SQLAlchemyError as error:  # the run is over either way; say why no summary
             lines = [f"no summary: the worklist database did not answer ({type(error).__name__})"]
+        if unread_folders:
+            lines.insert(-1, f"not read:    {too_deep_text(unread_folders)}")
         for line in lines:
             self.console.print(line, soft_wrap=True)

@@ -8,14 +8,17 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from worker.cli.app import app
 from worker.settings import Settings, get_settings
 
-#: prometheus_client's variable (``worker.metrics.MULTIPROCESS_VARIABLE``), named here so
+if TYPE_CHECKING:
+    from pacs.receiver import Receiver
+
+#: prometheus_client's variable (``worker.prometheus.MULTIPROCESS_VARIABLE``), named here so
 #: this module does not import prometheus_client before the folder is set.
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 INBOX_ARGUMENT = typer.Argument(
@@ -47,8 +50,21 @@ def run(
             "--verbose", "-v", help="The worker's and watcher's logs on the terminal, not a file"
         ),
     ] = False,
+    listen: Annotated[
+        bool,
+        typer.Option(
+            "--listen", help="Also be the DICOM node: receive C-STOREs into the watched inbox"
+        ),
+    ] = False,
+    listen_port: Annotated[
+        int | None, typer.Option(help="With --listen: port (default CXR_LISTEN_PORT)")
+    ] = None,
+    listen_ae_title: Annotated[
+        str | None, typer.Option(help="With --listen: AE title (default CXR_LISTEN_AE_TITLE)")
+    ] = None,
 ) -> None:
-    """Everything on one machine, no servers: migrations, a worker and the watcher.
+    """Everything on one machine, no servers: migrations, a worker and the watcher
+    (with --listen, the DICOM receiver too).
 
     Uses the embedded defaults (SQLite and a filesystem broker under CXR_DATA_DIR) unless
     CXR_DATABASE_URL / CXR_BROKER_URL say otherwise. Shows a progress line and a summary;
@@ -65,14 +81,24 @@ def run(
             f"{inbox} is not a folder; create it or check the path", param_hint="INBOX"
         )
     settings = _settings(inbox)
+    receiver = None
+    if listen:
+        try:  # a setting it cannot use is said now, before anything starts
+            receiver = service.build_receiver(
+                settings, settings.inbox, port=listen_port, ae_title=listen_ae_title
+            )
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
     log_file = None if verbose else settings.data_dir / "logs" / "run.log"
     service.configure_logging(settings.log_level, log_file)
     if log_file is not None:
-        typer.echo(f"logs: {log_file}", err=True)
+        typer.echo(f"logs: {_shown(log_file)}")  # stdout, with every line of the run's report
     try:
-        migrate.upgrade(settings.db_url)
+        migrate.upgrade(settings.database_url)
     except SQLAlchemyError as error:
-        typer.echo(f"cannot open the worklist database {_safe_url(settings.db_url)}:", err=True)
+        typer.echo(
+            f"cannot open the worklist database {_safe_url(settings.database_url)}:", err=True
+        )
         typer.echo(f"  {_first_line(error)}", err=True)
         raise typer.Exit(1) from error
     # Prefork with CXR_WORKER_CONCURRENCY processes (2) on every broker: one solo process
@@ -80,17 +106,17 @@ def run(
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
     argv += service.worker_argv(settings)
     os.environ[MULTIPROCESS_VARIABLE] = str(_metrics_folder(settings))
-    from worker import metrics
+    from worker import prometheus
 
-    metrics.reset_multiprocess_dir()  # counts start at zero with each run
-    os.environ[metrics.RESET_BY_PARENT] = "1"
+    prometheus.reset_multiprocess_dir()  # counts start at zero with each run
+    os.environ[prometheus.RESET_BY_PARENT] = "1"
     with contextlib.ExitStack() as closing:
         output = None if log_file is None else closing.enter_context(log_file.open("ab"))
         # Own session: Ctrl-C reaches only us, and we stop the worker once, warmly.
         worker_process = subprocess.Popen(
             argv, env=dict(os.environ), stdout=output, stderr=output, start_new_session=True
         )
-        status = _supervise(settings, worker_process, exit_when_idle, log_file)
+        status = _supervise(settings, worker_process, exit_when_idle, log_file, receiver)
     raise typer.Exit(status)
 
 
@@ -99,12 +125,17 @@ def _supervise(
     worker_process: subprocess.Popen[bytes],
     exit_when_idle: bool,
     log_file: Path | None,
+    receiver: Receiver | None = None,
 ) -> int:
     """Run the watcher (and the result deliverer) beside the worker until stopped; show the
-    progress line, then the summary. Returns the exit status."""
+    progress line, then the summary. Returns the exit status.
+
+    The run's own lines go to stdout through the progress display (on a terminal they print
+    above the live line, never glued to it); what needs a person (the worker died) to stderr.
+    """
     from worker import service
     from worker.cli.run_report import CountingIntake, RunProgress
-    from worker.delivery import build_deliverer
+    from worker.deliverers import start_pacs_threads
     from worker.resources import get_session_factory
 
     stop = threading.Event()
@@ -112,15 +143,28 @@ def _supervise(
     counting = CountingIntake(service.build_intake(settings))
     progress = RunProgress(get_session_factory(), counting, sys.stdout)  # before any admission
     watcher = service.build_watcher(settings, counting)
+    service.record_watched_inbox(settings)
     watcher_thread = threading.Thread(target=watcher.run, args=(stop,), name="watcher")
     watcher_thread.start()
-    deliverer = build_deliverer(settings)  # None without a PACS: results stay in the outbox
-    if deliverer is not None:
-        threading.Thread(target=deliverer.run, args=(stop,), name="results", daemon=True).start()
-    typer.echo(f"cxr-triage running: watching {settings.inbox_dir} (Ctrl-C stops)", err=True)
     status = 0
-    idle_checks = 0
     problem = ""
+    if receiver is not None:
+        # A file the receiver wrote is complete by construction: straight to the watcher.
+        receiver.on_received = watcher.admit_complete
+        try:
+            receiver.start()
+        except OSError as error:  # the port is taken, or not ours to bind
+            problem, status = f"the DICOM node cannot listen ({error.strerror or error})", 1
+            receiver = None
+            stop.set()
+        else:
+            progress.note(
+                f"cxr-triage DICOM node {receiver.config.ae_title} on "
+                f"{receiver.config.host}:{receiver.port}"
+            )
+    start_pacs_threads(settings, stop)  # delivery (and catch-up); none without a PACS
+    progress.note(f"cxr-triage running: watching {_shown(settings.inbox)} (Ctrl-C stops)")
+    idle_checks = 0
     try:
         with progress:
             while not stop.wait(1.0):
@@ -134,9 +178,13 @@ def _supervise(
                 if exit_when_idle:
                     idle_checks = idle_checks + 1 if service.is_idle(settings) else 0
                     if idle_checks >= 3:
-                        typer.echo("inbox empty and every row final; stopping", err=True)
+                        progress.note(_idle_message(service.folders_too_deep(settings.inbox)))
                         break
+            else:  # Ctrl-C or SIGTERM: the warm shutdown can take a task's length
+                progress.note("stopping: the worker finishes the task in hand")
     finally:
+        if receiver is not None:
+            receiver.stop()  # first: nothing is acknowledged that the watcher will not see
         stop.set()
         watcher_thread.join(timeout=30)
         if worker_process.poll() is None:
@@ -151,8 +199,25 @@ def _supervise(
         if log_file is not None:
             typer.echo(f"the last lines of {log_file}:", err=True)
             typer.echo(_tail(log_file, 15), err=True)
-    progress.print_summary()
+    progress.print_summary(service.folders_too_deep(settings.inbox))
     return status
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the person at the terminal can use it: relative to where they are when it
+    lies below (``cxr-triage-data/logs/run.log``), else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _idle_message(unread_folders: int) -> str:
+    from worker.cli.run_report import too_deep_text
+
+    if not unread_folders:
+        return "inbox empty and every row final; stopping"
+    return f"every row final, but {too_deep_text(unread_folders)}; stopping"
 
 
 def _metrics_folder(settings: Settings) -> Path:
@@ -184,14 +249,23 @@ def _tail(path: Path, lines: int) -> str:
 
 @app.command()
 def watch(inbox: Annotated[Path | None, INBOX_ARGUMENT] = None) -> None:
-    """Watch the inbox and send one task per new stable file (production watcher)."""
+    """Watch the inbox: each new file, once stable, becomes a queued row, and each batch of
+    up to CXR_BATCH_SIZE rows one task for the workers (production watcher).
+
+    Start it on two machines for a standby: one watches, the other takes over within
+    CXR_WATCHER_LEASE_S when the first dies (a lease row in the database)."""
     from worker import service
 
     settings = _settings(inbox)
     service.configure_logging(settings.log_level)
     stop = threading.Event()
     service.stop_on_signals(stop)
-    service.build_watcher(settings).run(stop)
+    service.record_watched_inbox(settings)
+    beat = service.watcher_heartbeat(settings)
+    try:
+        service.run_watcher(settings, stop, beat)
+    finally:
+        beat.stop()
 
 
 @app.command()

@@ -11,7 +11,9 @@ A claimed row carries a lease (``lease_expires_at``, :mod:`db.leases`). Every
 2. takes over rows whose lease has expired: sends a task for them, then puts them back to
    ``queued`` without a claim token, so that exactly one later claim (that task, or a late
    redelivery of the original message) scores them, and the dead task can store nothing;
-3. files staged originals whose row became final but whose move never happened (a crash
+3. sends again the tasks of rows still ``queued`` when the broker holds no triage message at
+   all (a broker restarted without persistence lost them), every third tick;
+4. files staged originals whose row became final but whose move never happened (a crash
    between the database commit and the move; see :mod:`ingest.staging`).
 
 With the defaults (a 20 s lease renewed every 5 s) the rows of a node killed outright are
@@ -36,12 +38,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import leases
-from db.models import FINAL_STATUSES, Status, utcnow
-from db.worklist import get_entries, get_entry
-from ingest.filing import Sidecar, move_into_place, quarantine_file
+from db.models import FINAL_STATUSES, utcnow
+from db.originals import file_original, stored_sidecar
+from db.snapshot import RowSnapshot
+from db.worklist import get_entries
 from ingest.hashing import file_sha256
 from ingest.staging import staging_dir, unstage
-from worker.outcomes import row_sidecar
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ log = logging.getLogger(__name__)
 REFILE_GRACE_S = 60.0
 #: Staging folder checks happen every this many ticks (a listing, and one query if needed).
 REFILE_EVERY_TICKS = 6
+#: Lost-message checks (a look at the broker's triage queues) every this many ticks.
+LOST_CHECK_EVERY_TICKS = 3
+#: A queued row is presumed lost only when its task was sent at least this long ago and the
+#: broker holds no triage message at all: time for a message to travel and be reserved.
+LOST_GRACE = timedelta(seconds=30)
 
 
 @dataclass
@@ -61,6 +68,8 @@ class LeaseKeeper:
     send: Callable[[Sequence[int]], None]  # tasks for these row ids, on the live queue
     #: Errors of ``send`` that mean the broker is down: logged without a traceback.
     outage: tuple[type[Exception], ...] = ()
+    #: Whether the broker's triage queues hold a message (None: it cannot tell).
+    triage_queued: Callable[[], bool | None] = lambda: None
     ticks: int = 0
 
     @property
@@ -84,6 +93,8 @@ class LeaseKeeper:
         """Renew, take over, and now and then refile; returns the rows taken over."""
         self.renew()
         taken = self.take_over()
+        if self.ticks % LOST_CHECK_EVERY_TICKS == 0:
+            taken += self.resend_lost()
         if self.ticks % REFILE_EVERY_TICKS == 0:
             self.refile_staged()
         self.ticks += 1
@@ -110,20 +121,44 @@ class LeaseKeeper:
         if not expired:
             return []
         self.send(expired)
+        # Said once sent: the task sent may claim a row before the requeue below does (its
+        # claim takes an expired row too), and the take-over happened all the same.
+        log.warning(
+            "took over %d row(s) whose claim expired (worker gone) or task was lost: %s",
+            len(expired),
+            ", ".join(map(str, expired)),
+        )
         resend_at = now + timedelta(seconds=self.settings.requeue_after_s)
         with self.sessions.begin() as session:
-            taken = leases.requeue(session, expired, now, resend_at)
-        if taken:
+            return leases.requeue(session, expired, now, resend_at)
+
+    def resend_lost(self) -> list[int]:
+        """Send again the tasks of queued rows when the broker holds no triage message at
+        all: their messages were lost (a Redis restarted without persistence). Within about
+        :data:`LOST_GRACE` of the loss instead of ``requeue_after_s``; a row whose message
+        was only reserved by a worker gets a second message, which finds it claimed or
+        final and does nothing (the claim token decides)."""
+        now = utcnow()
+        requeue_after = timedelta(seconds=self.settings.requeue_after_s)
+        with self.sessions() as session:
+            candidates = leases.lost(session, now, LOST_GRACE, requeue_after)
+        if not candidates or self.triage_queued() is not False:
+            return []  # nothing waits, messages are queued, or the broker cannot tell
+        with self.sessions.begin() as session:
+            resent = leases.mark_resent(session, candidates, now, LOST_GRACE, requeue_after)
+        if resent:
+            self.send(resent)
             log.warning(
-                "took over %d row(s) whose claim expired (worker gone) or task was lost: %s",
-                len(taken),
-                ", ".join(map(str, taken)),
+                "the broker holds no triage task while %d row(s) wait: their tasks were lost; "
+                "sent again: %s",
+                len(resent),
+                ", ".join(map(str, resent)),
             )
-        return taken
+        return resent
 
     def refile_staged(self) -> int:
         """File the staged originals of rows that became final without their move."""
-        folder = staging_dir(self.settings.inbox_dir)
+        folder = staging_dir(self.settings.inbox)
         try:
             ids = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
         except FileNotFoundError:
@@ -133,58 +168,39 @@ class LeaseKeeper:
         cutoff = utcnow() - timedelta(seconds=REFILE_GRACE_S)
         with self.sessions() as session:
             due = [
-                (
-                    e.id,
-                    e.archived_path,
-                    e.source_path,
-                    None if Status(e.status) is Status.DONE else row_sidecar(e),
-                )
-                for e in get_entries(session, ids)
-                if e.status in FINAL_STATUSES and e.finished_at and e.finished_at < cutoff
+                RowSnapshot.of(entry)
+                for entry in get_entries(session, ids)
+                if entry.status in FINAL_STATUSES
+                and entry.finished_at
+                and entry.finished_at < cutoff
             ]
         filed = 0
-        for entry_id, archived_path, source_path, sidecar in due:
-            staged = folder / str(entry_id)
+        for row in due:
             try:
-                self._refile(entry_id, staged, archived_path, source_path, sidecar)
+                self._refile(row, folder / str(row.id))
                 filed += 1
             except FileNotFoundError:
                 continue  # filed meanwhile by its task
             except (OSError, SQLAlchemyError) as error:
-                log.warning("row %d: staged original not filed yet (%s)", entry_id, error)
+                log.warning("row %d: staged original not filed yet (%s)", row.id, error)
         return filed
 
-    def _refile(
-        self,
-        entry_id: int,
-        staged: Path,
-        archived_path: str | None,
-        source_path: str,
-        sidecar: Sidecar | None,  # None for a done row: its original goes to the archive
-    ) -> None:
-        if not archived_path:  # bytes that belong to no row: a new arrival
-            unstage(staged, Path(source_path))
-            log.info("row %d: staged file put back into the inbox as a new arrival", entry_id)
+    def _refile(self, row: RowSnapshot, staged: Path) -> None:
+        if not row.archived_path:  # bytes that belong to no row: a new arrival
+            unstage(staged, row.source)
+            log.info("row %d: staged file put back into the inbox as a new arrival", row.id)
             return
-        destination = Path(archived_path)
+        destination = Path(row.archived_path)
         if destination.exists() or destination.is_symlink():
             if destination.is_file() and file_sha256(destination) == file_sha256(staged):
                 staged.unlink()  # an identical copy is filed already: nothing is lost
-                log.info("row %d: staged copy of the filed original removed", entry_id)
+                log.info("row %d: staged copy of the filed original removed", row.id)
             else:  # other bytes than the filed original: never dropped, a new arrival
-                unstage(staged, Path(source_path))
-                log.info("row %d: staged file put back into the inbox as a new arrival", entry_id)
+                unstage(staged, row.source)
+                log.info("row %d: staged file put back into the inbox as a new arrival", row.id)
             return
-        if sidecar is None:
-            final = move_into_place(staged, destination)
-        else:
-            final = quarantine_file(staged, destination, sidecar)
-        if final != destination:
-            with self.sessions.begin() as session:
-                entry = get_entry(session, entry_id)
-                if entry is not None:
-                    entry.archived_path = str(final)
-        log.info("row %d: interrupted move of the original completed", entry_id)
+        file_original(self.sessions, row.id, staged, destination, stored_sidecar(row))
+        log.info("row %d: interrupted move of the original completed", row.id)
 
 
 def start_keeper(
@@ -192,14 +208,15 @@ def start_keeper(
     running: Callable[[], Collection[str]],
     send: Callable[[Sequence[int]], None],
     outage: tuple[type[Exception], ...] = (),
+    triage_queued: Callable[[], bool | None] = lambda: None,
 ) -> threading.Event:
     """Start the keeper thread of this worker node (its main process); returns its stop.
-    :mod:`worker.tasks` wires it to Celery's record of running tasks and to the broker."""
+    :mod:`worker.lifecycle` wires it to Celery's record of running tasks and to the broker."""
     from db.engine import make_engine, make_session_factory
 
     # An engine of its own: the pool's children never inherit a connection in use.
-    sessions = make_session_factory(make_engine(settings.db_url))
-    keeper = LeaseKeeper(settings, sessions, running, send, outage)
+    sessions = make_session_factory(make_engine(settings.database_url))
+    keeper = LeaseKeeper(settings, sessions, running, send, outage, triage_queued)
     stop = threading.Event()
     threading.Thread(target=keeper.run, args=(stop,), name="lease-keeper", daemon=True).start()
     log.info("lease keeper started (lease %.0f s)", settings.lease_s)

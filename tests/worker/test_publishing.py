@@ -14,15 +14,16 @@ from prometheus_client import REGISTRY
 
 from db.models import ResultKind, ResultState, Status
 from db.results import objects_of, summary
-from db.worklist import Arrival, Scored, admit, record_scored, record_unscored
+from db.worklist import Arrival, ScoreValues, admit
 from ingest import read_image
 from pacs import codes
 from tests.models import untrained_classifier
 from tests.pacs import sr_tree
 from tests.pacs.scp import SCP_AE_TITLE, StorageSCP, storage_scp
 from tests.support.pacs import URGENT, pneumonia_grey, write_radiograph
-from web.overlays import overlay_file
-from worker.results import (
+from tests.support.worklist import record_scored, record_unscored
+from web.overlays import heatmap_file, overlay_file, thumbnail_file
+from worker.publishing import (
     SOURCE_MISSING,
     SOURCE_UNREFERENCEABLE,
     Remaining,
@@ -78,10 +79,10 @@ def test_a_dicom_gets_overlay_sr_and_sc_written_and_never_sent_here(
     assert isinstance(written, list)
     assert [o.kind for o in written] == [ResultKind.SR, ResultKind.SC]
     for obj in written:
-        assert Path(obj.path).parent == settings.outbox_dir
+        assert Path(obj.path).parent == settings.outbox
         assert pydicom.dcmread(obj.path).SOPInstanceUID == obj.sop_instance_uid
     assert scp.associations == 0  # the delivery loop sends; triage work never waits on a PACS
-    page_png = overlay_file(settings.overlay_dir, image.metadata.file_sha256)
+    page_png = overlay_file(settings.overlays, image.metadata.file_sha256)
     assert page_png.is_file()
     # the review page's overlay has its caption bar over the top; the SC has none there
     caption_bar = np.asarray(Image.open(page_png).convert("RGB"))[2:20, :200]
@@ -96,8 +97,16 @@ def test_a_jpeg_gets_its_overlay_and_no_dicom_results(tmp_path, reference_grey, 
     settings = settings_for(tmp_path)
     image = read_image(jpeg)
     assert publish(settings, scorer, 8, jpeg, image, URGENT) == []
-    assert overlay_file(settings.overlay_dir, image.metadata.file_sha256).is_file()
-    assert not settings.outbox_dir.exists()
+    sha = image.metadata.file_sha256
+    assert overlay_file(settings.overlays, sha).is_file()
+    # the review page's heatmap layer (the model's grid, 8-bit) and the worklist thumbnail
+    with Image.open(heatmap_file(settings.overlays, sha)) as layer:
+        assert layer.mode == "L" and max(layer.size) <= 512
+    thumb = thumbnail_file(settings.overlays, sha)
+    assert thumb.stat().st_size < 8_000
+    with Image.open(thumb) as small:
+        assert small.format == "WEBP" and max(small.size) == 96
+    assert not settings.outbox.exists()
 
 
 def test_a_broken_source_is_an_unpublishable_outcome_not_raised(
@@ -122,7 +131,7 @@ def test_publish_rows_tracks_every_dicom_rows_results_even_without_a_valid_uid(
     ds.StudyInstanceUID = ""  # ingest scores it; no result can reference it
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
     ds.save_as(bad, enforce_file_format=True)
-    scored = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "m1")
+    scored = ScoreValues(0.9, "pneumonia", "urgent", 0, 0.44, "m1")
     with sessions.begin() as session:
         ids = []
         for index, path in enumerate((good, bad)):
@@ -158,7 +167,7 @@ def test_a_batch_publishes_its_done_rows_and_hands_back_those_not_archived_yet(
     archived.parent.mkdir()
     Image.fromarray(reference_grey).save(archived)
     sha = read_image(archived).metadata.file_sha256
-    scored = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "m1")
+    scored = ScoreValues(0.9, "pneumonia", "urgent", 0, 0.44, "m1")
     with sessions.begin() as session:
         done, _ = admit(session, Arrival(sha, "a.jpeg", "/inbox/a.jpeg"))
         record_scored(session, done, scored, str(archived))
@@ -173,7 +182,12 @@ def test_a_batch_publishes_its_done_rows_and_hands_back_those_not_archived_yet(
         record_unscored(session, rejected, Status.REJECTED, "not_chest", "", str(other))
         ids = [done.id, moving.id, requeued.id, rejected.id]
     assert publish_rows(settings, sessions, scorer, [*ids, 999]) == Remaining(pending=[moving.id])
-    assert [p.name for p in settings.overlay_dir.iterdir()] == [f"{sha}.png"]
+    # the overlay, the heatmap layer and the thumbnail of the one row published
+    assert sorted(p.name for p in settings.overlays.iterdir()) == [
+        f"{sha}.heat.png",
+        f"{sha}.png",
+        f"{sha}.thumb.webp",
+    ]
 
 
 def test_a_row_flagged_outside_the_training_population_gets_the_caveat_in_sr_and_sc(
@@ -188,7 +202,7 @@ def test_a_row_flagged_outside_the_training_population_gets_the_caveat_in_sr_and
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
             ds.save_as(path, enforce_file_format=True)
             entry, _ = admit(session, Arrival(f"{index}" * 64, path.name, str(path), "dicom"))
-            scored = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "m1", flags)
+            scored = ScoreValues(0.9, "pneumonia", "urgent", 0, 0.44, "m1", flags)
             record_scored(session, entry, scored, str(path))
             ids.append(entry.id)
     assert publish_rows(settings, sessions, scorer, ids) == Remaining()

@@ -20,8 +20,8 @@ from db.models import utcnow
 from ingest.errors import Reason
 from model.prediction import Label, Prediction, Priority
 from tests.support import free_port
-from worker.metrics import WorkerMetrics
 from worker.outcomes import Failed, Rejected, Scored
+from worker.prometheus import WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 PREDICTION = Prediction(0.9, Label.PNEUMONIA, Priority.URGENT, 0.4, "sepcnn-test-1.0")
@@ -71,7 +71,7 @@ CHILD = textwrap.dedent(
     from datetime import timedelta
     from types import SimpleNamespace as NS
     from db.models import utcnow
-    from worker.metrics import get_metrics
+    from worker.prometheus import get_metrics
     now = utcnow()
     done = NS(status=NS(value="done"), reason=None, prediction=NS(model_version="v7"))
     rejected = NS(status=NS(value="rejected"), reason="view_position", prediction=None)
@@ -82,7 +82,7 @@ CHILD = textwrap.dedent(
 SERVER = textwrap.dedent(
     """
     import sys, time
-    from worker.metrics import serve
+    from worker.prometheus import serve
     serve(int(sys.argv[1]), address="127.0.0.1")
     print("serving", flush=True)
     time.sleep(60)
@@ -126,8 +126,8 @@ def test_prefork_children_are_summed_on_one_endpoint(tmp_path: Path):
 HOOK = textwrap.dedent(
     """
     import time
-    from worker import celery_app
-    celery_app._serve_metrics()  # what the worker's main process runs at worker_init
+    from worker import lifecycle
+    lifecycle._serve_metrics()  # what the worker's main process runs at worker_init
     print("serving", flush=True)
     time.sleep(60)
     """
@@ -171,7 +171,7 @@ def test_result_objects_by_state_are_read_from_the_database(sessions, tmp_path):
     from db.models import ResultKind, utcnow
     from db.results import WrittenObject, record_unpublishable, record_written, state_counts
     from db.worklist import Arrival, admit
-    from worker.metrics import ResultStates
+    from worker.prometheus import ResultStates
 
     with sessions.begin() as session:
         one, _ = admit(session, Arrival("1" * 64, "a.dcm", "/in/a.dcm", "dicom"))
@@ -203,23 +203,48 @@ def test_result_objects_by_state_are_read_from_the_database(sessions, tmp_path):
     assert "cxr_triage_result_objects{" not in generate_latest(down).decode()
 
 
+def test_rows_waiting_are_read_from_the_database_for_the_autoscaler(sessions):
+    """``cxr_triage_rows_waiting{status}``: the backlog an HPA scales workers on
+    (deploy/k8s/components/hpa-prometheus), the same on every broker."""
+    from prometheus_client import generate_latest
+
+    from db.models import utcnow
+    from db.worklist import Arrival, ScoreValues, admit, claim
+    from tests.support.worklist import record_scored
+    from worker.prometheus import RowsWaiting, waiting_row_counts
+
+    with sessions.begin() as session:
+        ids = [
+            admit(session, Arrival(f"{n}" * 64, f"{n}.png", f"/in/{n}.png"))[0].id for n in range(4)
+        ]
+    with sessions.begin() as session:
+        claim(session, ids[0], "task", batch_size=1, claimed_by="host:1", stale_before=utcnow())
+        done, _ = admit(session, Arrival("9" * 64, "9.png", "/in/9.png"))
+        record_scored(session, done, ScoreValues(0.1, "normal", "routine", 2, 0.5, "v1"), "/a/9")
+    registry = CollectorRegistry()
+    registry.register(RowsWaiting(lambda: waiting_row_counts(sessions)))
+    lines = set(generate_latest(registry).decode().splitlines())
+    assert 'cxr_triage_rows_waiting{status="queued"} 3.0' in lines
+    assert 'cxr_triage_rows_waiting{status="processing"} 1.0' in lines
+
+
 def test_a_reset_drops_only_metric_files_and_not_twice_for_runs_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """An operator may point PROMETHEUS_MULTIPROC_DIR at a folder with other things in it;
     and the worker that ``run`` starts must not unlink files ``run``'s own counters use."""
-    from worker import metrics
+    from worker import prometheus
 
     folder = tmp_path / "metrics"
     folder.mkdir()
     (folder / "counter_1.db").write_bytes(b"old")
     (folder / "notes.txt").write_text("keep me")
-    monkeypatch.setenv(metrics.MULTIPROCESS_VARIABLE, str(folder))
-    monkeypatch.delenv(metrics.RESET_BY_PARENT, raising=False)
-    metrics.reset_multiprocess_dir()
+    monkeypatch.setenv(prometheus.MULTIPROCESS_VARIABLE, str(folder))
+    monkeypatch.delenv(prometheus.RESET_BY_PARENT, raising=False)
+    prometheus.reset_multiprocess_dir()
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
     (folder / "counter_2.db").write_bytes(b"written by run's delivery counters")
-    monkeypatch.setenv(metrics.RESET_BY_PARENT, "1")
-    metrics.reset_multiprocess_dir()
+    monkeypatch.setenv(prometheus.RESET_BY_PARENT, "1")
+    prometheus.reset_multiprocess_dir()
     assert (folder / "counter_2.db").is_file()

@@ -9,14 +9,21 @@
 | ``cxr_triage_pacs_results_total``        | counter   | outcome       |
 | ``cxr_triage_model_info``                | gauge = 1 | model_version |
 | ``cxr_triage_result_objects``            | gauge     | state         |
-| ``cxr_triage_drift_*`` (:mod:`worker.drift`) | gauge   | model_version |
+| ``cxr_triage_rows_waiting``              | gauge     | status        |
+| ``cxr_triage_result_objects_by_kind``    | gauge     | kind, state   |
+| ``cxr_triage_ris_messages_total``        | counter   | kind, outcome |
+| ``cxr_triage_drift_*`` (:mod:`worker.drift_watch`) | gauge   | model_version |
 
 ``processed`` counts every final outcome (done, rejected, failed); ``rejected`` breaks the
 rejections down by :class:`ingest.Reason` value. ``task_duration`` is one task, claim to
 filed (a batch of up to ``batch_size`` images); ``turnaround`` is per image, from the file
 being stable in the inbox to its result stored, the "total time" cleared products report.
 ``result_objects`` is read from the database at each scrape: how many SR/SC objects are
-``pending``, ``stored`` and ``failed`` (alert on ``failed`` > 0, or ``pending`` growing).
+``pending``, ``stored`` and ``failed`` (alert on ``failed`` > 0, or ``pending`` growing),
+all kinds together; ``_by_kind`` splits them (``sr``, ``sc``, ``hl7``, ``fhir``).
+``ris_messages`` counts the RIS deliverers' outcomes (``stored``: the RIS acknowledged it).
+``rows_waiting`` too: the worklist rows ``queued`` (files waiting for a worker) and
+``processing``, the backlog whatever the broker, which an autoscaler can scale workers on.
 Labels never carry patient data.
 
 Prefork workers: every child counts in its own process, so set ``PROMETHEUS_MULTIPROC_DIR``
@@ -117,6 +124,12 @@ class WorkerMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.ris_messages = Counter(
+            "cxr_triage_ris_messages",
+            "RIS messages (kind hl7 or fhir) by outcome: stored, retrying, failed",
+            ["kind", "outcome"],
+            registry=registry,
+        )
         self.model_info = Gauge(
             "cxr_triage_model_info",
             "The model version scoring in this worker (value 1)",
@@ -154,10 +167,55 @@ class WorkerMetrics:
         if count:
             self.pacs_results.labels(outcome=outcome).inc(count)
 
+    def observe_ris(self, kind: str, outcome: str, count: int = 1) -> None:
+        """A RIS deliverer's outcomes (``stored``, ``retrying``, ``failed``) of ``kind``."""
+        if count:
+            self.ris_messages.labels(kind=kind, outcome=outcome).inc(count)
+
 
 class ResultStates(Collector):
     """``cxr_triage_result_objects{state}``, counted in the database when scraped: the one
     number that is right whichever process (worker, ``deliver``, ``run``) moved the objects."""
+
+    def __init__(
+        self,
+        counts: Callable[[], Mapping[str, int]],
+        by_kind: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+    ) -> None:
+        self._counts = counts
+        self._by_kind = by_kind
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = self._counts()
+            by_kind = self._by_kind() if self._by_kind is not None else None
+        except SQLAlchemyError as error:  # a scrape must not fail while the database is down
+            log.warning("result object counts unavailable: %s", type(error).__name__)
+            return
+        family = GaugeMetricFamily(
+            "cxr_triage_result_objects",
+            "Result objects (SR, SC, RIS messages) by state: pending, stored, failed",
+            labels=["state"],
+        )
+        for state, count in counts.items():
+            family.add_metric([state], count)
+        yield family
+        if by_kind is None:
+            return
+        kinds = GaugeMetricFamily(
+            "cxr_triage_result_objects_by_kind",
+            "Result objects by kind (sr, sc, hl7, fhir) and state",
+            labels=["kind", "state"],
+        )
+        for (kind, state), count in by_kind.items():
+            kinds.add_metric([kind, state], count)
+        yield kinds
+
+
+class RowsWaiting(Collector):
+    """``cxr_triage_rows_waiting{status}``: worklist rows ``queued`` and ``processing``,
+    counted in the database when scraped. Every worker reports the same backlog: an
+    autoscaler reads one of them (``max``), as the HPA of ``deploy/k8s`` does."""
 
     def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
         self._counts = counts
@@ -166,16 +224,34 @@ class ResultStates(Collector):
         try:
             counts = self._counts()
         except SQLAlchemyError as error:  # a scrape must not fail while the database is down
-            log.warning("result object counts unavailable: %s", type(error).__name__)
+            log.warning("waiting row counts unavailable: %s", type(error).__name__)
             return
         family = GaugeMetricFamily(
-            "cxr_triage_result_objects",
-            "SR/SC result objects by state: pending, stored, failed",
-            labels=["state"],
+            "cxr_triage_rows_waiting",
+            "Worklist rows waiting: queued (for a worker) and processing",
+            labels=["status"],
         )
-        for state, count in counts.items():
-            family.add_metric([state], count)
+        for status, count in counts.items():
+            family.add_metric([status], count)
         yield family
+
+
+def waiting_row_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """Rows ``queued`` and ``processing`` in the database of ``sessions`` (one query)."""
+    from sqlalchemy import func, select
+
+    from db.models import WAITING_STATUSES, Status, WorklistEntry
+
+    counts = {status.value: 0 for status in (Status.QUEUED, Status.PROCESSING)}
+    with sessions() as session:
+        rows = session.execute(
+            select(WorklistEntry.status, func.count())
+            .where(WorklistEntry.status.in_(list(WAITING_STATUSES)))
+            .group_by(WorklistEntry.status)
+        ).all()
+    for status, count in rows:
+        counts[Status(status).value] = int(count)
+    return counts
 
 
 def result_state_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
@@ -184,6 +260,17 @@ def result_state_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
 
     with sessions() as session:
         return {state.value: count for state, count in state_counts(session).items()}
+
+
+def result_kind_state_counts(sessions: sessionmaker[Session]) -> dict[tuple[str, str], int]:
+    """The result objects by kind and state in the database of ``sessions``."""
+    from db.results import kind_state_counts
+
+    with sessions() as session:
+        return {
+            (kind.value, state.value): count
+            for (kind, state), count in kind_state_counts(session).items()
+        }
 
 
 @lru_cache(maxsize=1)
@@ -225,6 +312,7 @@ def serve(
     address: str = "127.0.0.1",
     result_counts: Callable[[], Mapping[str, int]] | None = None,
     collectors: Sequence[Collector] = (),
+    result_kind_counts: Callable[[], Mapping[tuple[str, str], int]] | None = None,
 ) -> None:
     """Serve ``/metrics`` on ``port`` from this process: the children's sum in multiprocess
     mode, this process's own metrics otherwise; plus the result objects by state and
@@ -235,7 +323,7 @@ def serve(
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     if result_counts is not None:
-        registry.register(ResultStates(result_counts))
+        registry.register(ResultStates(result_counts, result_kind_counts))
     for collector in collectors:
         registry.register(collector)
     start_http_server(port, addr=address, registry=registry)

@@ -2,8 +2,9 @@
 hand, as soon as a triage message waits on the broker; the rows it did not start are handed
 back (the task sends them again), and every row is published exactly once in the end.
 
-Real kombu channels on the real Redis and on the embedded filesystem broker, real files and
-databases; the scorer is :class:`tests.fakes.FakeScorer` (no TensorFlow: its heatmap is flat).
+Real kombu connections on the real Redis, RabbitMQ (a virtual host of the test's own, the
+worker's quorum queues) and the embedded filesystem broker, real files and databases; the
+scorer is :class:`tests.fakes.FakeScorer` (no TensorFlow: its heatmap is flat).
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from kombu import Connection, Exchange, Producer, Queue
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.worklist import Arrival, Scored, admit, record_scored
+from db.worklist import Arrival, ScoreValues, admit
 from ingest import read_image
 from tests.fakes import FakeScorer
-from worker.celery_app import BACKFILL_QUEUE, LIVE_QUEUE, QUEUES, RESULTS_QUEUE
-from worker.results import Remaining, publish_rows
+from tests.support.rabbitmq import rabbitmq_vhost
+from tests.support.worklist import record_scored
+from worker.broker import BrokerKind, broker_kind, queue_depths
+from worker.celery_app import BACKFILL_QUEUE, LIVE_QUEUE, QUEUES, RESULTS_QUEUE, task_queues
+from worker.publishing import Remaining, publish_rows
 from worker.settings import Settings
 from worker.tasks import TRIAGE_QUEUES, queues_waiting
 from worker.transport import TRANSPORT
 
-SCORED = Scored(0.9, "pneumonia", "urgent", 0, 0.44, "fake-1.0")
+SCORED = ScoreValues(0.9, "pneumonia", "urgent", 0, 0.44, "fake-1.0")
 
 
 @dataclass
@@ -41,12 +45,22 @@ class CountingScorer(FakeScorer):
         return super().heatmaps(images)
 
 
-@pytest.fixture(params=["redis", "filesystem"])
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.services),
+        pytest.param("rabbitmq", marks=pytest.mark.services),
+        "filesystem",
+    ]
+)
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connection]:
     """A connection to a real broker with no message in any of the worker's queues."""
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         connection = Connection(url)
+    elif request.param == "rabbitmq":
+        with rabbitmq_vhost() as url, Connection(url, transport_options=CONFIRMED) as amqp:
+            yield amqp
+        return
     else:
         folder = tmp_path / "broker"
         folder.mkdir()
@@ -56,11 +70,19 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connectio
         yield connection
 
 
+#: Publishes the broker has confirmed: the count a passive declare then gives includes them.
+CONFIRMED = {"confirm_publish": True}
+
+
 def _send(connection: Connection, queue: str) -> None:
-    exchange = Exchange("cxr", type="direct")
+    """One message on ``queue``, declared as the worker declares it (quorum on RabbitMQ)."""
     channel = connection.channel()
-    Queue(queue, exchange, routing_key=queue)(channel).declare()
-    Producer(channel, exchange=exchange).publish({"ids": [1]}, routing_key=queue)
+    if broker_kind(connection.as_uri()) is BrokerKind.AMQP:
+        (declared,) = (q for q in task_queues(BrokerKind.AMQP) if q.name == queue)
+    else:
+        declared = Queue(queue, Exchange("cxr", type="direct"), routing_key=queue)
+    declared(channel).declare()
+    Producer(channel, exchange=declared.exchange).publish({"ids": [1]}, routing_key=queue)
 
 
 def _drain(connection: Connection, queue: str) -> None:
@@ -70,17 +92,24 @@ def _drain(connection: Connection, queue: str) -> None:
 
 
 def test_the_broker_tells_whether_triage_work_waits(broker: Connection) -> None:
-    channel = broker.default_channel
-    assert not queues_waiting(channel, TRIAGE_QUEUES)  # never declared: nothing waits
+    assert not queues_waiting(broker, TRIAGE_QUEUES)  # never declared: nothing waits
     _send(broker, RESULTS_QUEUE)
-    assert not queues_waiting(channel, TRIAGE_QUEUES)  # results wait; no triage
+    assert not queues_waiting(broker, TRIAGE_QUEUES)  # results wait; no triage
     _send(broker, BACKFILL_QUEUE)
-    assert queues_waiting(channel, TRIAGE_QUEUES)
+    assert queues_waiting(broker, TRIAGE_QUEUES)
     _drain(broker, BACKFILL_QUEUE)
-    assert not queues_waiting(channel, TRIAGE_QUEUES)
+    assert not queues_waiting(broker, TRIAGE_QUEUES)
     _send(broker, LIVE_QUEUE)
-    assert queues_waiting(channel, TRIAGE_QUEUES)
+    assert queues_waiting(broker, TRIAGE_QUEUES)
     assert set(TRIAGE_QUEUES) == set(QUEUES) - {RESULTS_QUEUE}
+    # On AMQP a question about a missing queue closes the channel it was asked on: the
+    # connection's default channel, the one its producers publish on, must survive it.
+    _send(broker, LIVE_QUEUE)
+    assert queue_depths(broker, ["never-declared", LIVE_QUEUE]) == {
+        "never-declared": 0,
+        LIVE_QUEUE: 2,
+    }
+    Producer(broker.default_channel).publish({"ids": [2]}, routing_key="nowhere")
 
 
 def _done_rows(sessions: sessionmaker[Session], archive: Path, count: int) -> list[int]:
@@ -103,33 +132,47 @@ def test_a_results_task_publishes_one_row_then_hands_the_rest_back_while_triage_
 ) -> None:
     ids = _done_rows(sessions, tmp_path / "archive", 4)
     scorer = CountingScorer()
-    channel = broker.default_channel
 
     def triage_waiting() -> bool:
-        return queues_waiting(channel, TRIAGE_QUEUES)
+        return queues_waiting(broker, TRIAGE_QUEUES)
 
     _send(broker, LIVE_QUEUE)  # a triage task waits
     first = publish_rows(settings, sessions, scorer, [*ids, 999], triage_waiting)
     assert first == Remaining(pending=[], deferred=ids[1:])
     assert scorer.heatmapped == [1]
-    assert len(list(settings.overlay_dir.iterdir())) == 1
+    assert len(list(settings.overlays.glob("*.heat.png"))) == 1
 
     _drain(broker, LIVE_QUEUE)  # the triage work was taken: the rest runs to its end
     assert publish_rows(settings, sessions, scorer, first.deferred, triage_waiting) == Remaining()
     assert scorer.heatmapped == [1, 3]  # each row once; the rest in one Grad-CAM call
-    assert len(list(settings.overlay_dir.iterdir())) == len(ids)
+    assert len(list(settings.overlays.glob("*.heat.png"))) == len(ids)
+
+
+def test_on_a_pushing_broker_results_that_find_triage_waiting_hand_back_every_row(
+    settings: Settings, sessions: sessionmaker[Session], broker: Connection, tmp_path: Path
+) -> None:
+    """RabbitMQ delivers a results message after every triage batch: there a results task
+    that finds triage work waiting publishes nothing (``progress_rows=0``) and hands its
+    whole batch back, as Redis would never have started it."""
+    ids = _done_rows(sessions, tmp_path / "archive", 3)
+    scorer = CountingScorer()
+    _send(broker, BACKFILL_QUEUE)
+    result = publish_rows(
+        settings, sessions, scorer, ids, lambda: queues_waiting(broker, TRIAGE_QUEUES), 0
+    )
+    assert result == Remaining(pending=[], deferred=ids)
+    assert scorer.heatmapped == [] and not settings.overlays.exists()
 
 
 def test_triage_work_that_arrives_while_results_run_stops_them_after_the_row_in_hand(
     settings: Settings, sessions: sessionmaker[Session], broker: Connection, tmp_path: Path
 ) -> None:
     ids = _done_rows(sessions, tmp_path / "archive", 4)
-    channel = broker.default_channel
     asked: list[bool] = []
 
     def triage_arrives() -> bool:
         """Nothing waits when the task starts; a live file arrives during its first row."""
-        asked.append(queues_waiting(channel, TRIAGE_QUEUES))
+        asked.append(queues_waiting(broker, TRIAGE_QUEUES))
         if len(asked) == 1:
             _send(broker, LIVE_QUEUE)
         return asked[-1]
@@ -137,7 +180,7 @@ def test_triage_work_that_arrives_while_results_run_stops_them_after_the_row_in_
     result = publish_rows(settings, sessions, CountingScorer(), ids, triage_arrives)
     assert result == Remaining(pending=[], deferred=ids[1:])
     assert asked == [False, True]
-    assert len(list(settings.overlay_dir.iterdir())) == 1
+    assert len(list(settings.overlays.glob("*.heat.png"))) == 1
 
 
 def test_with_nothing_waiting_a_results_task_publishes_its_whole_batch(
@@ -152,7 +195,7 @@ def test_with_nothing_waiting_a_results_task_publishes_its_whole_batch(
     result = publish_rows(settings, sessions, scorer, [moving.id, *ids])
     assert result == Remaining(pending=[moving.id], deferred=[])
     assert scorer.heatmapped == [3]  # one Grad-CAM call for the batch
-    assert len(list(settings.overlay_dir.iterdir())) == len(ids)
+    assert len(list(settings.overlays.glob("*.heat.png"))) == len(ids)
 
 
 @pytest.mark.services
@@ -194,9 +237,9 @@ def test_the_results_task_sends_the_rows_it_handed_back_as_one_new_task(
         broker = redis_client.Redis.from_url(redis_url)
         sent = [json.loads(raw) for raw in broker.lrange(RESULTS_QUEUE, 0, -1)]
         assert [m["headers"]["argsrepr"] for m in sent] == [repr((ids[1:],))]
-        assert len(list(overlays.iterdir())) == 1
+        assert len(list(overlays.glob("*.heat.png"))) == 1
         _drain(connection, LIVE_QUEUE)
         broker.delete(RESULTS_QUEUE)  # as the worker takes the message
         run_task(ids[1:])
         assert broker.llen(RESULTS_QUEUE) == 0
-        assert len(list(overlays.iterdir())) == len(ids)
+        assert len(list(overlays.glob("*.heat.png"))) == len(ids)

@@ -10,7 +10,7 @@ whose row is the system of record, and is never silent either: each SR and SC is
 ``result_objects`` (:mod:`db.results`), ``pending`` once written to the outbox, ``failed`` with
 a reason when it could not be made (a source without valid UIDs, an original gone). This task
 never talks to the PACS: the delivery loop (:mod:`pacs.delivery`, wired in
-:mod:`worker.delivery`) sends pending objects in its own thread or process.
+:mod:`worker.deliverers`) sends pending objects in its own thread or process.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import ResultKind, Status, WorklistEntry, utcnow
+from db.models import DICOM_KINDS, ResultKind, Status, WorklistEntry, utcnow
 from db.results import WrittenObject, record_unpublishable, record_written
 from db.worklist import get_entries
 from ingest.image import SourceImage, SourceKind
@@ -32,11 +33,15 @@ from ingest.readers import read_image
 from model.content_check import ContentVerdict
 from model.overlay import OVERLAY_MIN_SIDE, overlay_heatmap, result_caption, with_caption
 from model.prediction import Label, Prediction, Priority
-from pacs.outbox import sop_instance_uid_of, write_results
-from pacs.source import SourceHeaderError
-from web.overlays import save_overlay
-from worker.metrics import get_metrics
+from pacs.not_analysed import device_source, may_be_the_devices, words_for
+from pacs.outbox import write_not_analysed, write_results
+from pacs.source import SourceHeaderError, read_source
+from ris.exam import Finding
+from ris.outbox import write_messages
+from web.overlays import save_heatmap, save_overlay, save_thumbnail
+from worker.destinations import ris_output
 from worker.population import OUTSIDE_TRAINING_POPULATION
+from worker.prometheus import get_metrics
 from worker.scoring import Scorer
 from worker.settings import Settings
 
@@ -52,10 +57,17 @@ SOURCE_MISSING = "source_missing"  # the archived original never appeared
 
 @dataclass(frozen=True)
 class Unpublishable:
-    """No SR/SC could be made for a row: the reason code and a sentence without PHI."""
+    """No SR/SC could be made for a row: the reason code and a sentence without PHI;
+    ``kinds``: the objects the row would have had (a "not analysed" row: the SR alone)."""
 
     reason: str
     detail: str
+    kinds: tuple[ResultKind, ...] = DICOM_KINDS
+
+
+#: What publishing a row gives: the objects written (a message that could not be made is
+#: an :class:`Unpublishable` among them), or why none could be made at all.
+Published = list[WrittenObject | Unpublishable] | Unpublishable
 
 
 def render_overlay(
@@ -83,8 +95,10 @@ def publish(
     image: SourceImage,
     prediction: Prediction,
     heatmap: np.ndarray | None = None,
-) -> list[WrittenObject] | Unpublishable:
-    """Store the overlay PNG; for a DICOM also write the SR and SC into the outbox.
+) -> Published:
+    """Store the overlay PNG; for a DICOM also write the SR and SC into the outbox (unless
+    ``CXR_RESULTS_SCORED`` is off) and the RIS messages (when a RIS is configured and the
+    exam has an accession number).
 
     Returns the objects written (none for JPEG/PNG: no study to attach them to), or why none
     could be made; never raises for a problem of this row.
@@ -94,10 +108,17 @@ def publish(
             heatmap = scorer.heatmaps([image.pixels])[0]
         plain = render_overlay(scorer, image, prediction, heatmap, caption=False)  # once
         overlay = with_caption(plain, result_caption(prediction))
-        save_overlay(overlay, settings.overlay_dir, image.metadata.file_sha256)
+        save_overlay(overlay, settings.overlays, image.metadata.file_sha256)
+        # the heatmap itself too: the review page draws it as a layer of its own; and the
+        # worklist's thumbnail of the plain film, made here where the film is decoded
+        save_heatmap(heatmap, settings.overlays, image.metadata.file_sha256)
+        save_thumbnail(image.pixels, settings.overlays, image.metadata.file_sha256)
         if image.metadata.kind is not SourceKind.DICOM:
             return []
-        sr_path, sc_path = write_results(source, prediction, plain, settings.outbox_dir)
+        finding = Finding(prediction.model_version, prediction=prediction)
+        if not settings.results_scored:
+            return list(publish_to_ris(settings, entry_id, source, finding))
+        written = write_results(source, prediction, plain, settings.outbox)
     except SourceHeaderError as error:  # its message names the tag, never a value
         log.warning("row %d: no SR/SC: %s", entry_id, error)
         return Unpublishable(SOURCE_UNREFERENCEABLE, str(error))
@@ -106,10 +127,63 @@ def publish(
         return Unpublishable(
             NOT_WRITTEN, f"{type(error).__name__} while writing; the worker log has row {entry_id}"
         )
-    return [
-        WrittenObject(ResultKind.SR, sop_instance_uid_of(sr_path), str(sr_path)),
-        WrittenObject(ResultKind.SC, sop_instance_uid_of(sc_path), str(sc_path)),
-    ]
+    return [*written, *publish_to_ris(settings, entry_id, source, finding)]
+
+
+def publish_to_ris(
+    settings: Settings,
+    entry_id: int,
+    source: Path,
+    finding: Finding,
+    reference: Dataset | None = None,
+) -> list[WrittenObject | Unpublishable]:
+    """The RIS messages of a row (:mod:`ris.outbox`): none when no RIS is configured or the
+    exam has no accession number; a message that could not be made is returned as an
+    :class:`Unpublishable` of its kinds (tracked ``failed``). Never raises."""
+    output = ris_output(settings)
+    if not output.enabled:
+        return []
+    kinds = tuple(
+        kind
+        for kind, on in ((ResultKind.HL7, output.hl7), (ResultKind.FHIR, output.fhir))
+        if on is not None
+    )
+    try:
+        written = write_messages(output, reference or read_source(source), finding, utcnow())
+    except SourceHeaderError as error:  # its message names the tag, never a value
+        log.warning("row %d: no RIS message: %s", entry_id, error)
+        return [Unpublishable(SOURCE_UNREFERENCEABLE, str(error), kinds)]
+    except Exception as error:  # a message to the RIS must never fail the row
+        log.exception("row %d: the RIS message could not be written", entry_id)
+        detail = f"{type(error).__name__} while writing; the worker log has row {entry_id}"
+        return [Unpublishable(NOT_WRITTEN, detail, kinds)]
+    if not written:
+        log.info("row %d: no accession number; nothing for the RIS", entry_id)
+    return list(written)
+
+
+def publish_not_analysed(
+    settings: Settings, model_version: str, entry_id: int, source: Path, reason: str | None
+) -> Published | None:
+    """The "not analysed" SR of a row that was not scored, written from its filed original
+    when the header makes it the device's to read (:mod:`pacs.not_analysed`); ``None`` when
+    it is not (nothing is sent for it). Never raises for a problem of this row."""
+    try:
+        reference = device_source(source)
+        if reference is None:
+            log.info("row %d: not the device's to read; no 'not analysed' SR", entry_id)
+            return None
+        words = words_for(reason)
+        report = write_not_analysed(reference, words, model_version, settings.outbox)
+    except SourceHeaderError as error:  # its message names the tag, never a value
+        log.warning("row %d: no 'not analysed' SR: %s", entry_id, error)
+        return Unpublishable(SOURCE_UNREFERENCEABLE, str(error), (ResultKind.SR,))
+    except Exception as error:  # derived results must never fail the row
+        log.exception("row %d: the 'not analysed' SR could not be written", entry_id)
+        detail = f"{type(error).__name__} while writing; the worker log has row {entry_id}"
+        return Unpublishable(NOT_WRITTEN, detail, (ResultKind.SR,))
+    finding = Finding(model_version, not_analysed=words)
+    return [report, *publish_to_ris(settings, entry_id, source, finding, reference)]
 
 
 @dataclass(frozen=True)
@@ -127,6 +201,7 @@ def publish_rows(
     scorer: Scorer,
     entry_ids: Sequence[int],
     triage_waiting: Callable[[], bool] = lambda: False,
+    progress_rows: int = 1,
 ) -> Remaining:
     """The deferred results task's body, for the ``done`` rows of one triage batch.
 
@@ -145,14 +220,35 @@ def publish_rows(
 
     ``pending`` are the rows whose archived original is not there (yet): the archive move
     may still be pending, and the task retries those alone.
+
+    ``progress_rows``: how many rows a task that finds triage work waiting still publishes
+    (1). On Redis and the embedded broker a results task is only taken when no triage task
+    waits, so finding one is a race, and one row keeps results moving. RabbitMQ pushes a
+    results message to a worker after every triage batch (each queue has its own
+    prefetch), so there it is 0: the whole batch is handed back (with a delay), and results
+    wait for the triage work as they do on Redis (``bench/bench_queue_order.py``).
     """
     with sessions() as session:
+        entries = get_entries(session, entry_ids)
         jobs = [
             (entry.id, Path(entry.archived_path), _prediction(entry))
-            for entry in get_entries(session, entry_ids)
+            for entry in entries
             if entry.status is Status.DONE and entry.archived_path
         ]
+        unscored = [
+            (entry.id, Path(entry.archived_path), entry.reason)
+            for entry in entries
+            if _not_analysed_candidate(settings, entry) and entry.archived_path
+        ]
     remaining = Remaining()
+    outcomes: dict[int, Published] = {}
+    for entry_id, source, reason in unscored:  # a header read and a small SR each
+        if not source.is_file():
+            remaining.pending.append(entry_id)
+            continue
+        written = publish_not_analysed(settings, scorer.version, entry_id, source, reason)
+        if written is not None:
+            outcomes[entry_id] = written
     ready: list[tuple[int, Path, Prediction]] = []
     for entry_id, source, prediction in jobs:
         if prediction is None:
@@ -161,10 +257,9 @@ def publish_rows(
             remaining.pending.append(entry_id)
         else:
             ready.append((entry_id, source, prediction))
-    if len(ready) > 1 and triage_waiting():  # one row for progress, the rest handed back
-        remaining.deferred.extend(entry_id for entry_id, _, _ in ready[1:])
-        ready = ready[:1]
-    outcomes: dict[int, list[WrittenObject] | Unpublishable] = {}
+    if len(ready) > progress_rows and triage_waiting():  # rows for progress, the rest back
+        remaining.deferred.extend(entry_id for entry_id, _, _ in ready[progress_rows:])
+        ready = ready[:progress_rows]
     readable: list[tuple[int, Path, SourceImage, Prediction]] = []
     for entry_id, source, prediction in ready:
         try:
@@ -192,28 +287,54 @@ def publish_rows(
 
 def give_up(sessions: sessionmaker[Session], entry_ids: Sequence[int], why: str) -> None:
     """Rows whose results will never be made: their objects ``failed`` (DICOM rows only:
-    a JPEG/PNG has none to miss). Their worklist rows stand."""
+    a JPEG/PNG has none to miss; an unscored row has only its "not analysed" SR). Their
+    worklist rows stand."""
     with sessions() as session:
-        dicom = [e.id for e in get_entries(session, entry_ids) if e.source_kind == "dicom"]
+        dicom = {
+            e.id: (ResultKind.SR, ResultKind.SC) if e.status is Status.DONE else (ResultKind.SR,)
+            for e in get_entries(session, entry_ids)
+            if e.source_kind == SourceKind.DICOM
+        }
     for entry_id in entry_ids:
         log.warning("row %d: no heatmap/SR/SC: %s", entry_id, why)
-    _record(sessions, {entry_id: Unpublishable(SOURCE_MISSING, why) for entry_id in dicom})
+    _record(
+        sessions,
+        {entry_id: Unpublishable(SOURCE_MISSING, why, kinds) for entry_id, kinds in dicom.items()},
+    )
 
 
-def _record(
-    sessions: sessionmaker[Session], outcomes: dict[int, list[WrittenObject] | Unpublishable]
-) -> None:
+def _not_analysed_candidate(settings: Settings, entry: WorklistEntry) -> bool:
+    """A row that may get a "not analysed" SR: a DICOM not scored (rejected or failed) for
+    a reason that does not rule it out by itself, with the setting on. Whether the header
+    makes it the device's to read is decided from the file (:mod:`pacs.not_analysed`)."""
+    return (
+        settings.results_not_analysed
+        and entry.source_kind == SourceKind.DICOM
+        and entry.status in (Status.REJECTED, Status.FAILED)
+        and may_be_the_devices(entry.reason)
+    )
+
+
+def _record(sessions: sessionmaker[Session], outcomes: dict[int, Published]) -> None:
     """Track every object written, and every row that got none, in one transaction."""
     metrics = get_metrics()
     now = utcnow()
     with sessions.begin() as session:
         for entry_id, outcome in outcomes.items():
             if isinstance(outcome, Unpublishable):
-                record_unpublishable(session, entry_id, outcome.reason, outcome.detail, now)
-                metrics.observe_pacs("failed", 2)
+                record_unpublishable(
+                    session, entry_id, outcome.reason, outcome.detail, now, outcome.kinds
+                )
+                metrics.observe_pacs("failed", len(outcome.kinds))
             elif outcome:
-                record_written(session, entry_id, outcome, now)
-                metrics.observe_pacs("written", len(outcome))
+                written = [o for o in outcome if isinstance(o, WrittenObject)]
+                record_written(session, entry_id, written, now)
+                metrics.observe_pacs("written", len(written))
+                for failed in (o for o in outcome if isinstance(o, Unpublishable)):
+                    record_unpublishable(
+                        session, entry_id, failed.reason, failed.detail, now, failed.kinds
+                    )
+                    metrics.observe_pacs("failed", len(failed.kinds))
 
 
 def _heatmaps(scorer: Scorer, images: list[np.ndarray]) -> list[np.ndarray | None]:
