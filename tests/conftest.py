@@ -1,7 +1,9 @@
 """Shared fixtures: throwaway PostgreSQL databases, a private Redis database, the corpus.
 
 Service-needing tests use the real servers on 127.0.0.1 (``.ci/run`` starts them) and fail,
-rather than skip, when they are missing: a skipped test cannot fail.
+rather than skip, when they are missing: a skipped test cannot fail. The tests that need the
+full dataset or the site sample (``tests/datasets.py``) skip without them, and the run ends
+with one line per missing dataset saying which variable to set and where they looked.
 """
 
 from __future__ import annotations
@@ -21,7 +23,47 @@ from db import migrate
 from db.engine import make_engine, make_session_factory
 
 PG_ADMIN = os.environ.get("CXR_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_TEST_DB = int(os.environ.get("CXR_TEST_REDIS_DB", "13"))
+
+
+def _redis_test_db() -> int:
+    """``CXR_TEST_REDIS_DB`` (13), one lower for each pytest-xdist worker after the first
+    (``-n 2``: gw0 13, gw1 12), so two workers never flush each other's queues."""
+    base = int(os.environ.get("CXR_TEST_REDIS_DB", "13"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return (base - int(worker or 0)) % 16
+
+
+REDIS_TEST_DB = _redis_test_db()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``external_data`` every test that skips without a dataset the repository does
+    not carry (its ``skipif`` reason is :attr:`tests.datasets.ExternalData.skip_reason`),
+    so CI can run exactly those again with the data (``-m external_data``)."""
+    from tests.datasets import SKIP_PREFIX
+
+    for item in items:
+        reasons = (str(mark.kwargs.get("reason", "")) for mark in item.iter_markers("skipif"))
+        if any(reason.startswith(SKIP_PREFIX) for reason in reasons):
+            item.add_marker(pytest.mark.external_data)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """One line per dataset the run did not find, with the number of tests it skipped: last,
+    under the list of skips (``-rs``), where a newcomer reads."""
+    from tests.datasets import EXTERNAL
+
+    yield
+    reasons = [str(report.longrepr) for report in terminalreporter.stats.get("skipped", [])]
+    for data in EXTERNAL:
+        count = sum(data.skip_reason in reason for reason in reasons)
+        if count:
+            terminalreporter.write_line(
+                f"{count} test{'s' * (count != 1)} skipped: the {data.name} is not at "
+                f"{data.path}; set {data.variable}=<folder> to run them (CI does)",
+                yellow=True,
+            )
 
 
 def _pg_admin_url() -> str:

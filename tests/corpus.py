@@ -1,5 +1,6 @@
-"""Test inputs written on the fly from real dataset JPEGs (nothing from the dataset is in git):
-healthy CR DICOMs, a lateral view, a CT slice, a truncated file, plain JPEGs."""
+"""Test inputs written on the fly from real dataset JPEGs (the committed sample,
+``tests/datasets.py``): healthy CR DICOMs, a lateral view, a CT slice, a truncated file,
+plain JPEGs."""
 
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def dataset_jpegs(count: int) -> list[Path]:
-    """``count`` distinct training JPEGs, alternating NORMAL and PNEUMONIA."""
+    """``count`` distinct training JPEGs of the committed sample, alternating NORMAL and
+    PNEUMONIA (at most 24)."""
     per_class = (count + 1) // 2
     normal_and_pneumonia = sample_jpegs(per_class)
     normal, pneumonia = normal_and_pneumonia[:per_class], normal_and_pneumonia[per_class:]
-    mixed = [p for pair in zip(normal, pneumonia, strict=False) for p in pair]
-    if len(mixed) < count:
-        raise FileNotFoundError("the pediatric-cxr dataset is not where the tests expect it")
+    mixed = [p for pair in zip(normal, pneumonia, strict=True) for p in pair]
     return mixed[:count]
 
 

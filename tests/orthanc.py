@@ -28,6 +28,8 @@ class Orthanc:
     root: Path
     hardened: bool = True
     modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    #: More configuration options (e.g. ``JpegTransferSyntaxAccepted``, ``LuaScripts``).
+    extra_config: dict[str, Any] = field(default_factory=dict)
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -51,12 +53,26 @@ class Orthanc:
         }
         if self.hardened:
             config.update(DicomCheckCalledAet=True, DicomAlwaysAllowStore=False)
+        config.update(self.extra_config)
         return config
 
     def start(self) -> None:
+        """Start and wait for the REST API of this very process (its DICOM port checked, so
+        a server of another test on a reused port is never mistaken for it). A free HTTP
+        port taken by someone else before Orthanc bound it is replaced and retried."""
         if ORTHANC is None:
             raise RuntimeError("Orthanc is not installed (apt-get install orthanc)")
         self.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            if self._start_once():
+                return
+            if "HTTP server is privileged or already in use" not in self.log.read_text()[offset:]:
+                break
+            self.http_port = free_port()
+        raise RuntimeError(f"Orthanc did not start:\n{self.log.read_text()[-3000:]}")
+
+    def _start_once(self) -> bool:
         path = self.root / "orthanc.json"
         path.write_text(json.dumps(self.config(), indent=2))
         with self.log.open("ab") as out:
@@ -64,13 +80,15 @@ class Orthanc:
                 [ORTHANC, str(path)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                self.get("/system")
-                return
+                if self.get("/system").get("DicomPort") == self.dicom_port:
+                    return True
             except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"Orthanc did not start:\n{self.log.read_text()[-3000:]}")
+                pass
+            time.sleep(0.2)
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is None:
@@ -96,6 +114,10 @@ class Orthanc:
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
             return json.loads(r.read())
+
+    def get_bytes(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
+            return bytes(r.read())
 
     def post(self, path: str, body: Any) -> Any:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()

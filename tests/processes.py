@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,17 @@ def service_env(
 
 
 def cli(
-    args: list[str], env: dict[str, str], timeout: float = 300
+    args: list[str], env: dict[str, str], timeout: float = 300, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """``cxr-triage ARGS``, which must succeed; ``input`` is its standard input (a password)."""
     result = subprocess.run(
-        [*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [*CLI, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=input,
     )
     assert result.returncode == 0, f"cxr-triage {' '.join(args)}: {result.stderr[-3000:]}"
     return result
@@ -55,12 +62,26 @@ def cli_json(args: list[str], env: dict[str, str]) -> Any:
     return json.loads(cli(args, env).stdout)
 
 
+def own_host(hostname: str) -> list[str]:
+    """A command prefix that runs the rest under ``hostname``, in a private UTS namespace
+    (Linux, root): a node of its own as far as host names go (claims, readiness markers,
+    Celery node names), sharing this machine's network, database, broker and share."""
+    return ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh"]
+
+
 @contextmanager
-def running(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``cxr-triage ARGS`` in its own process group; SIGTERM it (warm stop) at the end."""
+def running(
+    args: list[str], env: dict[str, str], log: Path, prefix: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``cxr-triage ARGS`` (after ``prefix``, e.g. :func:`own_host`) in its own process
+    group; SIGTERM it (warm stop) at the end."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*prefix, *CLI, *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield process

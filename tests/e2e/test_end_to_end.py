@@ -124,20 +124,36 @@ def _check(
         ["duplicate", "lateral_view", "wrong_sop_class", "truncated"]
     )
     assert len(archived) + len(quarantined) == len(expected) + 1  # + the resent duplicate
-    # the reading order puts scored rows first, highest priority and probability first
+    # the reading list: tiers in order, oldest first within each; the truncated film (unknown
+    # risk) read with SUSPECT; the lateral and the CT (not the device's to read) listed apart
     listed = json.loads(cli(["worklist", "--json"], env).stdout)
-    ranks = [
-        (r["priority_rank"] is None, r["priority_rank"], -(r["probability"] or 0)) for r in listed
+    assert sorted(r["source_name"] for r in listed) == sorted(expected)
+    tiers = ("urgent", "suspect", "routine", "apart")
+    leading = [
+        (tiers.index(r["tier"]), r["received_at"]) for r in listed if r["entry_id"] == r["id"]
     ]
-    assert ranks == sorted(ranks) and len(listed) == len(expected)
+    assert leading == sorted(leading)
+    tier = {r["source_name"]: r["tier"] for r in listed}
+    assert (tier["truncated.dcm"], tier["lateral.dcm"], tier["ct.dcm"]) == (
+        "suspect",
+        "apart",
+        "apart",
+    )
 
 
-def _check_results(outbox: Path, overlays: Path, scored: list) -> None:  # type: ignore[type-arg]
-    """The deferred results task: one SR and one SC in each scored DICOM's own study."""
+def _check_results(outbox: Path, overlays: Path, scored: list, unscored: list) -> None:  # type: ignore[type-arg]
+    """The deferred results task: one SR and one SC in each scored DICOM's own study, and
+    one "not analysed" SR alone in the study of each DICOM the device was to read but did
+    not score (issue 19)."""
     import pydicom
     from pydicom.uid import SecondaryCaptureImageStorage
 
     written = [pydicom.dcmread(p) for p in files_under(outbox)]
+    for row in unscored:
+        in_study = [ds for ds in written if ds.StudyInstanceUID == row.study_instance_uid]
+        assert [ds.Modality for ds in in_study] == ["SR"], row.source_name
+        texts = [str(e.value) for e in in_study[0].iterall() if e.keyword == "TextValue"]
+        assert any(t.startswith("Not analysed") for t in texts), texts  # the reason in words
     dicom_rows = [r for r in scored if r.source_kind == "dicom"]
     for row in dicom_rows:
         in_study = [ds for ds in written if ds.StudyInstanceUID == row.study_instance_uid]
@@ -145,7 +161,17 @@ def _check_results(outbox: Path, overlays: Path, scored: list) -> None:  # type:
         assert [ds.SOPClassUID for ds in in_study if ds.Modality != "SR"] == [
             SecondaryCaptureImageStorage
         ]
-    assert {p.stem for p in files_under(overlays)} == {r.file_sha256 for r in scored}
+    assert {p.stem for p in _overlays(overlays)} == {r.file_sha256 for r in scored}
+    # and the review page's heatmap layer and thumbnail of each
+    layers = {p.name for p in files_under(overlays)} - {p.name for p in _overlays(overlays)}
+    assert layers == {
+        f"{r.file_sha256}.{kind}" for r in scored for kind in ("heat.png", "thumb.webp")
+    }
+
+
+def _overlays(folder: Path) -> list[Path]:
+    """The blended overlays (``<sha>.png``), without the page's layers and thumbnails."""
+    return [p for p in files_under(folder) if p.suffixes == [".png"]]
 
 
 @pytest.mark.services
@@ -170,18 +196,28 @@ def test_redis_and_postgresql_with_two_worker_processes(
         wait_until(lambda: files_under(tmp_path / "inbox") == [], 60, "an empty inbox", logs)
         scored = [r for r in rows(pg_url) if r.status is Status.DONE]
         dicoms = [r for r in scored if r.source_kind == "dicom"]
+        # the truncated CR is the device's to read but was not scored: a "not analysed" SR
+        unscored = [r for r in rows(pg_url) if r.source_name == "truncated.dcm"]
         outbox, overlays = tmp_path / "data" / "outbox", tmp_path / "data" / "overlays"
-        wait_until(
-            lambda: (
-                len(files_under(outbox)) == 2 * len(dicoms)
-                and len(files_under(overlays)) == len(scored)
-            ),
-            120,
-            "an SR + SC per scored DICOM and an overlay per scored file",
-            logs,
-        )
+        try:
+            wait_until(
+                lambda: (
+                    len(files_under(outbox)) == 2 * len(dicoms) + len(unscored)
+                    and len(_overlays(overlays)) == len(scored)
+                    and len(files_under(overlays)) == 3 * len(scored)
+                ),
+                120,
+                "an SR + SC per scored DICOM and an overlay per scored file",
+                logs,
+            )
+        except AssertionError as failed:  # what was there instead, for the next reader
+            there = [p.relative_to(tmp_path / "data") for p in files_under(tmp_path / "data")]
+            raise AssertionError(
+                f"{failed}\n{len(dicoms)} scored DICOM(s), {len(scored)} scored; under data/: "
+                f"{sorted(map(str, there))}"
+            ) from None
     _check(tmp_path, pg_url, expected, model_dir, env)
-    _check_results(outbox, overlays, scored)
+    _check_results(outbox, overlays, scored, unscored)
 
 
 def test_embedded_default_in_one_command(tmp_path: Path, model_dir: Path) -> None:

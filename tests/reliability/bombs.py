@@ -20,7 +20,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 
-from tests.ingest.dicom_factory import REPO, base_dataset, encapsulated
+from tests.datasets import REPO
+from tests.ingest.dicom_factory import base_dataset, encapsulated
 
 #: The address-space cap of the child: Python with numpy and pydicom needs about 200 MiB.
 CHILD_ADDRESS_SPACE = 1024**3
@@ -135,6 +136,11 @@ def deflate_bomb(path: Path, inflated_bytes: int = 1024**3) -> Path:
 
 def jpeg_sof_bomb(path: Path, side: int = 65_000) -> Path:
     """A baseline JPEG CR DICOM whose header says 64 x 64 and whose SOF says ``side``^2."""
+    return _encapsulated_cr(path, _jpeg_stream(side), JPEGBaseline8Bit, photometric="MONOCHROME2")
+
+
+def _jpeg_stream(side: int) -> bytes:
+    """A real 64 x 64 baseline JPEG with its SOF0's lines and samples per line set to ``side``."""
     import io
 
     import numpy as np
@@ -146,7 +152,40 @@ def jpeg_sof_bomb(path: Path, side: int = 65_000) -> Path:
         stream = bytearray(encoded.getvalue())
     at = stream.index(b"\xff\xc0")  # SOF0: length, precision, lines (Y), samples per line (X)
     stream[at + 5 : at + 9] = struct.pack(">HH", side, side)
-    return _encapsulated_cr(path, bytes(stream), JPEGBaseline8Bit, photometric="MONOCHROME2")
+    return bytes(stream)
+
+
+#: Bytes put in front of a bomb SOF, each of which libjpeg and Pillow read past to it: what
+#: the guard once stopped at (issue 23: stray bytes took 741 MiB and 3 s under a 1 GiB cap).
+HIDING_PLACES = {
+    "stray bytes": b"\x00\x12",
+    "a stuffed FF00 pair": b"\xff\x00",
+    "fill bytes": b"\xff" * 7,
+    "a COM of length 0": b"\xff\xfe\x00\x00",
+    "an APP0 of length 1": b"\xff\xe0\x00\x01",
+    "a restart marker": b"\xff\xd3",
+}
+
+
+def jpeg_hidden_sof_bomb(path: Path, hiding: bytes, side: int = 12_000) -> Path:
+    """:func:`jpeg_sof_bomb` with ``hiding`` (see :data:`HIDING_PLACES`) right before the SOF."""
+    stream = _jpeg_stream(side)
+    at = stream.index(b"\xff\xc0")
+    stream = stream[:at] + hiding + stream[at:]
+    return _encapsulated_cr(path, stream, JPEGBaseline8Bit, photometric="MONOCHROME2")
+
+
+def jpeg_second_sof_bomb(path: Path, side: int = 12_000) -> Path:
+    """A baseline JPEG CR DICOM (header 64 x 64) whose real 64 x 64 SOF is followed, before
+    the scan, by a second SOF saying ``side``^2: libjpeg sizes by the first, Pillow by the
+    last."""
+    frame = _jpeg_stream(64)
+    at = frame.index(b"\xff\xc0")
+    (length,) = struct.unpack_from(">H", frame, at + 2)
+    second = bytearray(frame[at : at + 2 + length])
+    second[5:9] = struct.pack(">HH", side, side)
+    stream = frame[: at + 2 + length] + bytes(second) + frame[at + 2 + length :]
+    return _encapsulated_cr(path, stream, JPEGBaseline8Bit, photometric="MONOCHROME2")
 
 
 def j2k_siz_bomb(path: Path, side: int = 11_000) -> Path:

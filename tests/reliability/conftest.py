@@ -1,7 +1,12 @@
 """Fixtures of the fault-injection suite: private servers these tests own and break.
 
-Outages are simulated on a Redis and a PostgreSQL cluster started per test on free ports
-(:mod:`tests.support.servers`); the shared servers on 127.0.0.1:5432/6379 are never touched.
+Outages are simulated on a Redis, a RabbitMQ node and a PostgreSQL cluster started per test
+on free ports (:mod:`tests.support.servers`, :mod:`tests.support.rabbitmq`); the shared
+servers on 127.0.0.1:5432/5672/6379 are never touched.
+
+``private_broker`` runs a test on each broker: Redis and RabbitMQ (quorum queues). Tests
+that prove the same thing on both whatever the broker take it; the others keep
+``private_redis`` (README "Scaling out" lists which run on both).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.rabbitmq import PrivateRabbitMQ
 from tests.support.servers import PrivatePostgres, PrivateRedis
 from tests.support.settings import folder_settings
 from worker.settings import Settings
@@ -28,6 +34,23 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         server.stop()
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def private_broker(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[PrivateRedis | PrivateRabbitMQ]:
+    """A broker of the test's own, Redis or RabbitMQ: ``url``, ``stop()`` (SIGKILL: an
+    outage) and ``start()`` (Redis comes back empty, RabbitMQ with its durable messages)."""
+    if request.param == "redis":
+        yield request.getfixturevalue("private_redis")
+        return
+    server = PrivateRabbitMQ()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     server = PrivatePostgres()
@@ -42,5 +65,5 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 def settings(tmp_path: Path, database_url: str) -> Settings:
     """Folder settings in batches of eight, the inbox created."""
     settings = folder_settings(tmp_path, database_url, batch_size=8)
-    settings.inbox_dir.mkdir(parents=True)
+    settings.inbox.mkdir(parents=True)
     return settings

@@ -25,7 +25,7 @@ from tests.ingest.dicom_factory import (
     sample_jpegs,
     write,
 )
-from tests.processes import cli, files_under, rows, running, service_env
+from tests.processes import cli, files_under, own_host, rows, running, service_env
 
 
 class Stack:
@@ -63,6 +63,18 @@ class Stack:
 
     def watcher(self, name: str = "watch") -> AbstractContextManager[subprocess.Popen[bytes]]:
         return running(["watch"], self.env, self.log(name))
+
+    def node_worker(
+        self, host: str, concurrency: int = 1
+    ) -> AbstractContextManager[subprocess.Popen[bytes]]:
+        """A worker node of its own: host name ``host`` (a private UTS namespace), Celery
+        node ``worker@host``, one process group that a test can kill whole."""
+        args = ["worker", "--concurrency", str(concurrency), "--hostname", "worker@%h"]
+        return running(args, self.env, self.log(host), prefix=own_host(host))
+
+    def node_watcher(self, host: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
+        """``cxr-triage watch`` on a host of its own (active, or standing by)."""
+        return running(["watch"], self.env, self.log(host), prefix=own_host(host))
 
     def rows(self) -> list:  # type: ignore[type-arg]
         return rows(self.database_url)

@@ -23,7 +23,7 @@ from tests.processes import CLI, cli_json, service_env
 from tests.support.servers import PrivatePostgres
 
 REPO = Path(__file__).resolve().parents[2]
-READER_SQL = REPO / "db" / "sql" / "worklist_reader.sql"
+ROLES_SQL = REPO / "db" / "sql" / "roles.sql"
 
 HOSTILE = [
     "'; DROP TABLE worklist; --",
@@ -50,19 +50,31 @@ def test_reader_role_reads_the_worklist_and_writes_nothing(
     engine.dispose()
     admin = private_postgres.admin_url
     with psycopg.connect(admin, autocommit=True) as connection:
-        for _ in range(2):  # idempotent
-            connection.execute(READER_SQL.read_text())  # type: ignore[arg-type]
+        connection.execute(ROLES_SQL.read_text())  # type: ignore[arg-type]
+        # A login made as the README used to say: the group's read-only setting never
+        # reached it (issue 20). Running the script again (after each upgrade) fixes it.
         connection.execute("CREATE ROLE pacs_ris LOGIN IN ROLE cxr_worklist_reader")
+        connection.execute(ROLES_SQL.read_text())  # type: ignore[arg-type]
     reader = admin.replace("postgres@", "pacs_ris@")
     with psycopg.connect(reader, autocommit=True) as connection:
+        setting = connection.execute("SHOW default_transaction_read_only").fetchone()
+        assert setting == ("on",)
         assert connection.execute("SELECT count(*) FROM worklist").fetchone() == (1,)
+        # the reading order as the device gives it (migration 0006), and the list apart
+        first = connection.execute("SELECT position, tier FROM reading_list LIMIT 50").fetchall()
+        assert first == [(1, "suspect")]  # queued: not yet known, read with SUSPECT
+        assert connection.execute("SELECT count(*) FROM reading_list_apart").fetchone() == (0,)
         for statement in (
+            "SELECT count(*) FROM accounts",  # password hashes
+            "SELECT count(*) FROM audit_log",
             "INSERT INTO worklist (file_sha256, source_name, source_path, status, flags, "
             "attempts, received_at) VALUES ('b', 'y', 'y', 'queued', '', 0, now())",
             "UPDATE worklist SET status = 'done'",
             "DELETE FROM worklist",
             "TRUNCATE worklist",
             "DROP TABLE worklist",
+            "DROP VIEW reading_list",
+            "CREATE VIEW evil_list AS SELECT 1 AS position",
             "CREATE TABLE evil (x int)",
         ):
             with pytest.raises(psycopg.errors.Error) as caught:
@@ -73,6 +85,12 @@ def test_reader_role_reads_the_worklist_and_writes_nothing(
             ), statement
     with psycopg.connect(admin) as connection:
         assert connection.execute("SELECT count(*) FROM worklist").fetchone() == (1,)
+
+
+def test_the_committed_roles_script_is_the_one_the_code_writes() -> None:
+    from db.roles import roles_sql
+
+    assert ROLES_SQL.read_text() == roles_sql(), "run: cxr-triage db roles --sql > db/sql/roles.sql"
 
 
 def test_hostile_strings_through_every_worklist_filter(database_url: str, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def _no_model() -> Scorer:
 def test_blank_dicoms_and_rasters_are_rejected_before_the_model(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    inbox = settings.inbox_dir
+    inbox = settings.inbox
     jpeg = dataset_jpegs(1)[0]
     files = [
         cr_dicom(jpeg, inbox / "nan-slope.dcm", RescaleSlope="NaN", RescaleIntercept="0"),
@@ -52,7 +52,7 @@ def test_blank_dicoms_and_rasters_are_rejected_before_the_model(
         assert (row.status, row.reason) == (Status.REJECTED, "blank_image"), row.source_name
         assert row.probability is None and row.priority is None
         archived = Path(row.archived_path or "")
-        assert archived.parent == settings.quarantine_dir / "blank_image"
+        assert archived.parent == settings.quarantine / "blank_image"
         sidecar = json.loads(Path(f"{archived}.json").read_text())
         assert sidecar["reason"] == "blank_image" and sidecar["detail"]
     assert not [p for p in inbox.rglob("*") if p.is_file()]  # (the empty staging folder stays)

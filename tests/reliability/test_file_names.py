@@ -89,7 +89,7 @@ def test_rejected_batch_mates_are_all_filed_despite_a_255_byte_name(
 ) -> None:
     caplog.set_level(logging.INFO)
     jpegs = dataset_jpegs(3)
-    inbox = settings.inbox_dir
+    inbox = settings.inbox
     files = [
         lateral_dicom(jpegs[0], inbox / LONG_NAME),
         lateral_dicom(jpegs[1], inbox / "mate-1.dcm"),
@@ -102,8 +102,9 @@ def test_rejected_batch_mates_are_all_filed_despite_a_255_byte_name(
     assert len(rows) == 3
     for row in rows.values():
         assert Path(row.archived_path or "").is_file(), row.source_name
+        assert Path(row.archived_path or "").name == f"{row.file_sha256[:16]}.dcm"
     assert list(inbox_files(inbox)) == []  # run --exit-when-idle sees an empty inbox
-    quarantined = sorted((settings.quarantine_dir / "lateral_view").glob("*.dcm"))
+    quarantined = sorted((settings.quarantine / "lateral_view").glob("*.dcm"))
     assert len(quarantined) == 3
     _assert_quiet(caplog, LONG_STEM)
 
@@ -113,7 +114,7 @@ def test_a_name_that_is_not_utf8_is_escaped_admitted_and_filed(
 ) -> None:
     caplog.set_level(logging.INFO)
     jpegs = dataset_jpegs(2)
-    inbox = settings.inbox_dir
+    inbox = settings.inbox
     bad = lateral_dicom(jpegs[0], inbox / NOT_UTF8)
     mate = lateral_dicom(jpegs[1], inbox / "mate.dcm")
     sent = _admit(settings, sessions, [bad, mate])  # one batch: neither holds the other up
@@ -131,7 +132,7 @@ def test_a_name_that_is_not_utf8_is_escaped_admitted_and_filed(
 def test_a_folder_name_that_is_not_utf8_is_escaped_too(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    folder = settings.inbox_dir / os.fsdecode(b"Station \xe9t\xe9")
+    folder = settings.inbox / os.fsdecode(b"Station \xe9t\xe9")
     folder.mkdir()
     path = lateral_dicom(dataset_jpegs(1)[0], folder / "a.dcm")
     assert len(_admit(settings, sessions, [path])) == 1
@@ -142,8 +143,8 @@ def test_a_patient_id_with_an_embedded_nul_is_admitted_sanitised(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     jpegs = dataset_jpegs(2)
-    nul = cr_dicom(jpegs[0], settings.inbox_dir / "nul.dcm", PatientID="AB\x00CD\x07")
-    mate = copy_jpeg(jpegs[1], settings.inbox_dir / "mate.jpeg")
+    nul = cr_dicom(jpegs[0], settings.inbox / "nul.dcm", PatientID="AB\x00CD\x07")
+    mate = copy_jpeg(jpegs[1], settings.inbox / "mate.jpeg")
     intake = Intake(settings, sessions, lambda entry_id, origin: None)
     admissions = intake.admit_many([(nul, Origin.LIVE), (mate, Origin.LIVE)])
     assert admissions == {nul: Admission.QUEUED, mate: Admission.QUEUED}
@@ -164,8 +165,8 @@ def test_scored_batch_mates_are_archived_and_published_despite_a_255_byte_name(
     classifier = Classifier.load(model_dir)
     jpegs = dataset_jpegs(2)
     files = [
-        copy_jpeg(jpegs[0], settings.inbox_dir / (LONG_STEM[:-1] + ".jpeg")),
-        copy_jpeg(jpegs[1], settings.inbox_dir / "mate.jpeg"),
+        copy_jpeg(jpegs[0], settings.inbox / (LONG_STEM[:-1] + ".jpeg")),
+        copy_jpeg(jpegs[1], settings.inbox / "mate.jpeg"),
     ]
     sent = _admit(settings, sessions, files)
     published: list[int] = []
@@ -176,8 +177,8 @@ def test_scored_batch_mates_are_archived_and_published_despite_a_255_byte_name(
     assert sorted(published) == sorted(r.id for r in rows.values())
     for row in rows.values():
         archived = Path(row.archived_path or "")
-        assert archived.is_file() and archived.is_relative_to(settings.archive_dir)
-    assert list(inbox_files(settings.inbox_dir)) == []
+        assert archived.is_file() and archived.is_relative_to(settings.archive)
+    assert list(inbox_files(settings.inbox)) == []
     _assert_quiet(caplog, LONG_STEM)
 
 
@@ -200,7 +201,7 @@ def test_a_value_the_database_refuses_quarantines_that_file_alone(
 ) -> None:
     caplog.set_level(logging.INFO)
     jpegs = dataset_jpegs(3)
-    inbox = settings.inbox_dir
+    inbox = settings.inbox
     bad = cr_dicom(jpegs[0], inbox / "bad.dcm", PatientID="ABCD")
     mates = [copy_jpeg(jpeg, inbox / f"mate-{n}.jpeg") for n, jpeg in enumerate(jpegs[1:])]
     intake = _UnsanitisedIntake(settings, sessions, lambda entry_id, origin: None)
@@ -211,7 +212,8 @@ def test_a_value_the_database_refuses_quarantines_that_file_alone(
     rows = _rows(sessions)
     if admissions[bad] is Admission.REFUSED:  # PostgreSQL refuses both; SQLite takes a NUL
         assert "bad.dcm" not in rows and not bad.exists()
-        (quarantined,) = (settings.quarantine_dir / "corrupt").glob("*bad.dcm")
+        (quarantined,) = (settings.quarantine / "corrupt").glob("*.dcm")
+        assert "bad" not in quarantined.name  # named by hash (issue 20)
         assert "refused" in json.loads(Path(f"{quarantined}.json").read_text())["detail"]
     else:
         assert admissions[bad] is Admission.QUEUED and raw == "AB\x00CD"

@@ -23,6 +23,7 @@ from db.models import Status
 from tests.processes import cli_json, running
 from tests.reliability.stack import Stack, iter_tree, small_pngs
 from tests.support import free_port, rss_kib, wait_until
+from tests.support.rabbitmq import PrivateRabbitMQ
 from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(900)]
@@ -30,6 +31,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mar
 #: About two minutes on CI's 2 cores (the heatmaps and SR/SC wait on their own queue);
 #: CXR_TEST_FLOOD_FILES scales it up or down.
 FILES = int(os.environ.get("CXR_TEST_FLOOD_FILES", "5000"))
+#: Redis in CI; CXR_TEST_FLOOD_BROKERS=redis,rabbitmq adds RabbitMQ (README "Scaling out":
+#: the broker-specific parts are proven on both by lighter tests, this one costs minutes).
+BROKERS = os.environ.get("CXR_TEST_FLOOD_BROKERS", "redis").split(",")
 RSS_BOUND_KIB = 4 * 1024 * 1024  # parent + 2 pool processes with TensorFlow: generous
 
 
@@ -46,15 +50,16 @@ def _get(url: str, auth: str | None = None) -> int:
         return 0  # not listening yet
 
 
+@pytest.mark.parametrize("private_broker", BROKERS, indirect=True)
 def test_five_thousand_files_each_processed_once_with_bounded_memory(
-    tmp_path: Path, pg_url: str, private_redis: PrivateRedis, model_dir: Path
+    tmp_path: Path, pg_url: str, private_broker: PrivateRedis | PrivateRabbitMQ, model_dir: Path
 ) -> None:
     port = free_port()
     credentials = "operator:flood-test-only"
     stack = Stack(
         tmp_path,
         pg_url,
-        private_redis.url,
+        private_broker.url,
         model_dir,
         CXR_BATCH_SIZE="32",
         CXR_FLOWER_BASIC_AUTH=credentials,

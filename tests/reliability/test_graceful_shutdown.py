@@ -17,18 +17,21 @@ import pytest
 from db.models import Status
 from tests.reliability.stack import Stack, slow_dicom, small_pngs
 from tests.support import wait_until
+from tests.support.rabbitmq import PrivateRabbitMQ
 from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(420)]
 
 
 def test_sigterm_finishes_the_task_in_hand_and_leaves_nothing_processing(
-    tmp_path: Path, pg_url: str, private_redis: PrivateRedis, model_dir: Path
+    tmp_path: Path, pg_url: str, private_broker: PrivateRedis | PrivateRabbitMQ, model_dir: Path
 ) -> None:
+    """On both brokers: on RabbitMQ the worker also holds prefetched messages of the other
+    queues (a prefetch per consumer), which a warm shutdown hands back."""
     stack = Stack(
         tmp_path,
         pg_url,
-        private_redis.url,
+        private_broker.url,
         model_dir,
         CXR_BATCH_SIZE="1",
         CXR_TASK_TIME_LIMIT_S="120",

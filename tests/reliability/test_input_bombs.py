@@ -24,9 +24,12 @@ from tests.ingest.dicom_factory import (
     write,
 )
 from tests.reliability.bombs import (
+    HIDING_PLACES,
     deflate_bomb,
     j2k_siz_bomb,
     jp2_with_decoy,
+    jpeg_hidden_sof_bomb,
+    jpeg_second_sof_bomb,
     jpeg_sof_bomb,
     read_bounded,
 )
@@ -72,6 +75,49 @@ def test_a_jpeg_sof_of_65000_squared_under_a_small_header_is_refused(tmp_path: P
     assert read.reason == "too_large", read
     assert "JPEG codestream's frame header says 65000 x 65000" in read.message
     assert read.peak_rss_mib < PEAK_RSS_BOUND_MIB, read
+
+
+@pytest.mark.parametrize("place", list(HIDING_PLACES))
+def test_a_jpeg_sof_bomb_behind_bytes_decoders_skip_is_refused(tmp_path: Path, place: str) -> None:
+    """libjpeg and Pillow read past stray bytes, FF00 pairs, fill bytes, a segment length
+    under 2 and RSTn to the SOF behind; the guard reads the same SOF (before issue 23 it
+    stopped at the first three and the decoder made 12000 x 12000: 741 MiB, 3 s)."""
+    path = jpeg_hidden_sof_bomb(tmp_path / "hidden.dcm", HIDING_PLACES[place])
+    read = read_bounded(path, "image-reduced")  # what the worker reads
+    assert read.returncode == 0, read.stderr
+    assert read.reason == "too_large", read
+    assert "JPEG codestream's frame header says 12000 x 12000" in read.message
+    assert read.peak_rss_mib < PEAK_RSS_BOUND_MIB, read
+
+
+@pytest.mark.parametrize("place", list(HIDING_PLACES))
+def test_the_receiver_s_first_bytes_show_the_hidden_sof_too(tmp_path: Path, place: str) -> None:
+    """The DICOM receiver checks a frame's first 64 KiB with the same function before it
+    answers Success (pacs.object_checks)."""
+    from pydicom import dcmread
+    from pydicom.encaps import get_frame
+
+    from ingest import IngestError, Reason
+    from ingest.dicom import check_frame_header
+
+    path = jpeg_hidden_sof_bomb(tmp_path / "hidden.dcm", HIDING_PLACES[place])
+    frame = get_frame(dcmread(path).PixelData, 0, number_of_frames=1)
+    with pytest.raises(IngestError) as caught:
+        check_frame_header(frame[: 64 * 1024], 64, 64, 1)
+    assert caught.value.reason is Reason.TOO_LARGE
+
+
+def test_a_second_sof_before_the_scan_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 64 x 64 SOF, then one of 12000 x 12000: libjpeg refuses the second, Pillow sizes its
+    image by it. The guard used to measure the first only and let the decoders at it."""
+    from ingest import IngestError, Reason, read_image
+
+    path = jpeg_second_sof_bomb(tmp_path / "second.dcm")
+    for min_side in (None, 384):
+        with pytest.raises(IngestError) as caught:
+            read_image(path, min_side=min_side)
+        assert caught.value.reason is Reason.CORRUPT
+        assert "A second frame header, SOF0 at byte" in caught.value.message
 
 
 def test_a_j2k_siz_of_11000_squared_under_a_small_header_is_refused(tmp_path: Path) -> None:
@@ -125,10 +171,11 @@ def test_a_codestream_that_disagrees_with_rows_and_columns_is_corrupt(tmp_path: 
 @pytest.mark.parametrize("codec", ["jpeg_ls", "htj2k", "jpeg_lossless", "jpeg_extended"])
 def test_other_codestreams_are_measured_by_their_own_markers(codec: str) -> None:
     """JPEG-LS SOF55, HTJ2K SIZ, lossless SOF3 and extended SOF1 give the image's size
-    (tests/ingest/test_encodings.py decodes files of each through the same check)."""
+    (tests/ingest/test_encodings.py decodes files of each through the same check;
+    tests/ingest/test_codestream.py reads every frame-header type)."""
     import imagecodecs
 
-    from ingest.codestream import codestream_size
+    from ingest.codestream import read_frame_header
 
     ramp = (np.arange(48 * 80).reshape(48, 80) % 251).astype(np.uint16)
     if codec == "jpeg_ls":
@@ -139,10 +186,10 @@ def test_other_codestreams_are_measured_by_their_own_markers(codec: str) -> None
         stream = imagecodecs.jpeg8_encode(ramp, lossless=True, predictor=1, bitspersample=12)
     else:
         stream = imagecodecs.jpeg8_encode(ramp, level=90, bitspersample=12)
-    size = codestream_size(bytes(stream))
-    assert size is not None and (size.rows, size.columns, size.components) == (48, 80, 1)
+    header = read_frame_header(bytes(stream))
+    assert header is not None and (header.rows, header.columns, header.components) == (48, 80, 1)
     expected = {"jpeg_ls": "JPEG-LS", "htj2k": "JPEG 2000"}.get(codec, "JPEG")
-    assert size.format == expected
+    assert header.format == expected
 
 
 def test_a_bare_jpeg_whose_sof_says_65000_squared_is_refused(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ file name carrying the patient's name, as some senders do) goes through the watc
 worker at DEBUG; then a copy of it (a duplicate) and a broken variant follow. Nothing of the
 header's identifiers, nor the file name, may appear in any output: logs name rows by id and
 content hash. The file name is kept in the database (``source_name``) and in quarantine
-sidecars, which are access-controlled like the worklist, never in logs.
+sidecars, which are access-controlled like the worklist, never in logs. A RIS is
+configured (issue 25): the scored exams' ORU^R01 messages are written on the same path.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from db.models import FINAL_STATUSES
 from tests.corpus import cr_dicom, dataset_jpegs, truncated_copy
 from tests.processes import files_under
 from tests.reliability.stack import Stack
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 from tests.support.servers import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.tf, pytest.mark.timeout(300)]
@@ -38,7 +39,9 @@ PHI = {
 def test_no_patient_identifier_reaches_any_log_at_debug(
     tmp_path: Path, pg_url: str, private_redis: PrivateRedis, model_dir: Path
 ) -> None:
-    stack = Stack(tmp_path, pg_url, private_redis.url, model_dir, CXR_LOG_LEVEL="DEBUG")
+    # Issue 25: a RIS configured, so the worker writes each scored exam's ORU^R01 too.
+    ris = {"CXR_RIS_HOST": "127.0.0.1", "CXR_RIS_PORT": str(free_port())}
+    stack = Stack(tmp_path, pg_url, private_redis.url, model_dir, CXR_LOG_LEVEL="DEBUG", **ris)
     stack.upgrade()
     jpegs = dataset_jpegs(3)
     name = "Zyxwvutsonian_Quixotella_PHI-ID-77341928.dcm"
@@ -94,4 +97,8 @@ def test_no_patient_identifier_reaches_any_log_at_debug(
     needles = [*PHI.values(), "Zyxwvutsonian", "Quixotella", "2019-04-17", name]
     leaked = [needle for needle in needles if needle in text]
     assert leaked == [], f"PHI in the logs: {leaked}"
-    assert len(list(outbox.glob("*.dcm"))) == 4, "SR + SC for each, the odd birth date too"
+    # SR + SC for each scored film (the odd birth date too), and since issue-delivery a "not
+    # analysed" SR for the truncated one (its header is a frontal chest CR's)
+    assert len(list(outbox.glob("*.dcm"))) == 5
+    hl7 = outbox / "ris"
+    wait_until(lambda: len(list(hl7.glob("HL7_*.hl7"))) == 3, 30, "an ORU^R01 for each of them")

@@ -4,7 +4,9 @@
 patient name has no ``^`` (highdicom warns, quoting it) and whose birth date is malformed
 (the SR constructor raised, quoting it); the same task on an archived original that is no
 longer DICOM (``pacs.source`` put the file name into the error the task logs); a Celery
-worker retrying then failing a task on an ``OSError`` that carries the file's path. None of
+worker retrying then failing a task on an ``OSError`` that carries the file's path; and
+(issue 25) the RIS messages of the film sent to an MLLP listener and a FHIR endpoint whose
+answers quote the accession and name back. None of
 the patient's identifiers, nor the file name, may reach the output; each event must still
 be logged (by row id, exception type, errno).
 """
@@ -50,3 +52,9 @@ def test_no_patient_data_reaches_the_logs_of_the_leaky_paths(tmp_path: Path) -> 
     assert "row 7: no SR/SC" in text  # recorded as the row's failed results, by row id
     assert "SourceHeaderError: the source is not a readable DICOM file" in text
     assert "retry:" in text and "FileNotFoundError: [Errno 2] No such file or directory" in text
+    # issue 25: the RIS path, every event logged, no accession, name or token
+    assert "row 9: wrote 4 results" in text  # SR, SC, HL7, FHIR
+    assert "RIS MLLP 127.0.0.1" in text and "unreachable" in text
+    assert "ACK AE: application error" in text  # the permanent AE, in the standard's words
+    assert "FHIR http://127.0.0.1" in text and "HTTP 400" in text
+    assert "token-" not in text

@@ -98,10 +98,12 @@ class PrivatePostgres:
         )
         assert result.returncode == 0, f"{tool}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
 
-    def start(self) -> None:
+    def start(self, extra_options: str = "") -> None:
+        """``extra_options``: more ``-c name=value`` server settings (the capacity bench
+        loads pg_stat_statements)."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200"
+            f"-c max_connections=200 {extra_options}"
         )
         log = str(self.root / "log")
         data = str(self.data)
