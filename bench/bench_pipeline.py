@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.ingest.dicom_factory import data_dir
+from tests.datasets import FULL_DATASET, SAMPLE_DIR
 from tests.processes import all_final, cli, rows, running, service_env
 from tests.support import wait_until
 from worker import readiness
@@ -82,7 +82,10 @@ def model_directory(requested: str | None, scratch: Path) -> Path:
 
 
 def sources(n: int) -> list[Path]:
-    files = sorted((data_dir() / "train").rglob("*.jpeg"))
+    """``n`` training films spread over the full dataset (``CXR_TEST_DATASET`` or beside the
+    repository), else over the committed test sample."""
+    root = FULL_DATASET.path if FULL_DATASET.present() else SAMPLE_DIR
+    files = sorted((root / "train").rglob("*.jpeg"))
     step = max(1, len(files) // n)
     return files[::step][:n]
 

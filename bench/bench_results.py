@@ -25,42 +25,48 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _films(count: int) -> list[Path]:
+    """``count`` films, the committed sample's 24 over and over (each DICOM made from them
+    gets fresh UIDs: distinct files, distinct rows)."""
+    from tests.corpus import dataset_jpegs
+
+    pool = dataset_jpegs(24)
+    return [pool[index % len(pool)] for index in range(count)]
+
+
 def delivery(objects: int, root: Path) -> tuple[float, float]:
     import numpy as np
 
     from db import migrate
     from db.engine import make_engine, make_session_factory
-    from db.models import ResultKind, ResultState, utcnow
-    from db.results import WrittenObject, record_written, state_counts
-    from db.worklist import Arrival, Scored, admit, record_scored
+    from db.models import ResultState, utcnow
+    from db.results import record_written, state_counts
+    from db.worklist import Arrival, ScoreValues, admit
     from model.overlay import overlay_heatmap
     from pacs.delivery import Deliverer, DeliveryPolicy
-    from pacs.outbox import sop_instance_uid_of, write_results
+    from pacs.outbox import write_results
     from pacs.store import PacsNode
-    from tests.corpus import cr_dicom, dataset_jpegs
+    from tests.corpus import cr_dicom
     from tests.ingest.dicom_factory import jpeg_grey
     from tests.orthanc import Orthanc
     from tests.support.pacs import URGENT, synthetic_heatmap
+    from tests.support.worklist import record_scored
 
     (root / "archive").mkdir(parents=True)
     url = f"sqlite:///{root / 'bench.sqlite3'}"
     migrate.upgrade(url)
     sessions = make_session_factory(make_engine(url))
-    jpegs = dataset_jpegs(objects // 2)
+    jpegs = _films(objects // 2)
     sc_sizes = []
     for index, jpeg in enumerate(jpegs):
         source = cr_dicom(jpeg, root / "archive" / f"{index}.dcm")
         grey = jpeg_grey(jpeg).astype(np.float32)
         overlay = overlay_heatmap(grey, synthetic_heatmap())
-        paths = write_results(source, URGENT, overlay, root / "outbox")
-        sc_sizes.append(paths[1].stat().st_size)
+        written = write_results(source, URGENT, overlay, root / "outbox")
+        sc_sizes.append(Path(written[1].path).stat().st_size)
         with sessions.begin() as session:
             entry, _ = admit(session, Arrival(f"{index:064d}", source.name, str(source), "dicom"))
-            record_scored(session, entry, Scored(0.9, "pneumonia", "urgent", 0, 0.4, "b"), "")
-            written = [
-                WrittenObject(kind, sop_instance_uid_of(p), str(p))
-                for kind, p in zip((ResultKind.SR, ResultKind.SC), paths, strict=True)
-            ]
+            record_scored(session, entry, ScoreValues(0.9, "pneumonia", "urgent", 0, 0.4, "b"), "")
             record_written(session, entry.id, written, utcnow())
     orthanc = Orthanc(root / "orthanc", hardened=False)
     orthanc.start()
@@ -80,7 +86,7 @@ def delivery(objects: int, root: Path) -> tuple[float, float]:
 
 
 def triage(files: int, root: Path, model: Path, frozen: bool) -> float:
-    from tests.corpus import cr_dicom, dataset_jpegs
+    from tests.corpus import cr_dicom
     from tests.orthanc import Orthanc
     from tests.processes import all_final, rows, running
     from tests.support import wait_until
@@ -102,7 +108,7 @@ def triage(files: int, root: Path, model: Path, frozen: bool) -> float:
     url = f"sqlite:///{root / 'data' / 'worklist.sqlite3'}"
     staging = root / "staging"
     staging.mkdir(parents=True)
-    sources = [cr_dicom(j, staging / f"{i}.dcm") for i, j in enumerate(dataset_jpegs(files))]
+    sources = [cr_dicom(j, staging / f"{i}.dcm") for i, j in enumerate(_films(files))]
     log = root / "run.log"
     try:
         with running(["run"], env, log):

@@ -77,8 +77,8 @@ def main() -> None:
         scorer = scorer_for(args.scorer, size)
         sources = dataset_jpegs(args.n)
         bare_s = min(bare(sources, scorer, size, min_side) for _ in range(2))
-        settings.inbox_dir.mkdir(parents=True)
-        inbox = settings.inbox_dir
+        settings.inbox.mkdir(parents=True)
+        inbox = settings.inbox
         files = [Path(shutil.copy(p, inbox / f"{n}-{p.name}")) for n, p in enumerate(sources)]
         engine = make_engine(url)
         sessions = make_session_factory(engine)
