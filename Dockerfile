@@ -17,6 +17,7 @@ COPY db db
 COPY worker worker
 COPY pacs pacs
 COPY web web
+COPY ris ris
 RUN pip install --no-deps . && useradd --create-home --uid 10001 cxr \
     && mkdir -p /data/inbox /data/archive /data/quarantine /data/state /data/outbox /data/overlays \
     && chown -R cxr /data
