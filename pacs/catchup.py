@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import DEFAULT_TRANSFER_SYNTAXES
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import WorklistEntry
 from ingest.metadata import parse_da, parse_tm
-from pacs.store import PacsNode
+from pacs.store import PacsNode, StoreError, open_association
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +205,10 @@ class CatchUp:
             stop.wait(self.interval_s)
 
     def _associate(self, model: str, report: CatchUpReport):  # type: ignore[no-untyped-def]
-        ae = AE(ae_title=self.node.calling_ae_title)
-        for name in ("connection_timeout", "acse_timeout", "dimse_timeout", "network_timeout"):
-            setattr(ae, name, self.node.timeout_s)
-        ae.add_requested_context(model)
-        association = ae.associate(
-            self.node.host, self.node.port, ae_title=self.node.called_ae_title
-        )
-        if not association.is_established:
-            words = f"{self.node}: no query/retrieve association ({_why(association)})"
+        try:
+            association, _ = open_association(self.node, [(model, DEFAULT_TRANSFER_SYNTAXES)])
+        except StoreError as error:
+            words = f"no query/retrieve association: {error}"
             report.failed.append(words)
             log.warning("catch-up: %s", words)
             return None
@@ -230,12 +225,6 @@ class CatchUp:
                 .distinct()
             )
             return {uid for uid in rows if uid}
-
-
-def _why(association: object) -> str:
-    if getattr(association, "is_rejected", False):
-        return "rejected: the PACS must allow this AE title to query and move"
-    return "unreachable or aborted"
 
 
 def _study(identifier: Dataset) -> Study | None:

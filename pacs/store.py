@@ -361,11 +361,6 @@ def _associate(
     context plus an uncompressed context beside it (so the PACS cannot pick a syntax the
     object cannot be sent in, and one that refuses the compressed syntax still gets it).
     ``also``: more event handlers (a test slows the requesting thread with one)."""
-    ae = AE(ae_title=node.calling_ae_title)
-    ae.connection_timeout = node.timeout_s
-    ae.acse_timeout = node.timeout_s
-    ae.dimse_timeout = node.timeout_s
-    ae.network_timeout = node.timeout_s
     requested: dict[tuple[str, tuple[str, ...]], None] = {}
     for sop_class, syntax in sorted(set(contexts)):
         if syntax in UNCOMPRESSED:
@@ -373,8 +368,26 @@ def _associate(
         else:
             requested[(sop_class, (syntax,))] = None
             requested[(sop_class, UNCOMPRESSED)] = None
-    for sop_class, syntaxes in requested:
-        ae.add_requested_context(sop_class, list(syntaxes))
+    return open_association(node, list(requested), also=also)
+
+
+def open_association(
+    node: PacsNode,
+    requested: Sequence[tuple[str, Sequence[str]]],
+    *,
+    also: Sequence[EventHandlerType] = (),
+) -> tuple[Association, _Heard]:
+    """An established association with ``node`` proposing ``requested`` (abstract syntax,
+    transfer syntaxes), every timer at the node's timeout. Raises :class:`StoreError` with
+    the PACS's own reason when it rejects the association (permanent or not, as
+    :func:`~pacs.statuses.classify_rejection` reads it), or says it could not be reached."""
+    ae = AE(ae_title=node.calling_ae_title)
+    ae.connection_timeout = node.timeout_s
+    ae.acse_timeout = node.timeout_s
+    ae.dimse_timeout = node.timeout_s
+    ae.network_timeout = node.timeout_s
+    for abstract_syntax, syntaxes in requested:
+        ae.add_requested_context(abstract_syntax, list(syntaxes))
     heard = _Heard()
 
     def on_pdu(event: evt.Event) -> None:

@@ -18,7 +18,7 @@ from pacs.catchup import CatchUp
 from pacs.store import PacsNode
 from tests.corpus import cr_dicom, ct_dicom, dataset_jpegs
 from tests.orthanc import ORTHANC, Orthanc
-from tests.pacs.scp import free_port
+from tests.pacs.scp import free_port, rejecting_peer
 from tests.processes import running, service_env
 from tests.support import wait_until
 
@@ -138,3 +138,22 @@ def test_a_c_find_answer_of_any_shape_is_read_without_an_error(values, expected)
     for keyword, value in values.items():
         setattr(identifier, keyword, value)
     assert (_study(identifier) is not None) is expected
+
+
+@pytest.mark.parametrize(
+    ("rejection", "words"),
+    [
+        ((1, 1, 3), "calling AE title not recognised"),
+        ((2, 3, 1), "rejected the association for now: temporary congestion"),
+    ],
+    ids=["unknown-caller", "congestion"],
+)
+def test_a_pacs_that_rejects_the_query_says_why_in_the_report(sessions, rejection, words) -> None:
+    """The catch-up's query association is read as the deliverer's is: a rejection says the
+    PACS's own reason (before: "unreachable or aborted" when the answer came fast)."""
+    with rejecting_peer(*rejection) as peer:
+        report = CatchUp(sessions, peer.node(), "CXR_TRIAGE", timedelta(hours=2)).run_once()
+        assert peer.requests == 1
+    assert report.found == 0 and report.moved == 0
+    assert len(report.failed) == 1 and words in report.failed[0], report.failed
+    assert "no query/retrieve association" in report.failed[0]
