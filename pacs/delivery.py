@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +47,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import results as tracked
+from db.holders import holder_id
 from db.models import DICOM_KINDS, ResultKind, ResultObject, WorklistEntry, utcnow
 from pacs.store import (
     BatchResult,
@@ -134,11 +133,6 @@ class PassReport:
     @property
     def attempted(self) -> int:
         return self.stored + self.retrying + self.failed
-
-
-def holder_id() -> str:
-    """Who holds a claim, for operators reading ``result_objects``: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
 @dataclass

@@ -20,9 +20,7 @@ and a file another watcher is admitting is seen as the same file, never as a dup
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from datetime import timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import leadership
+from db import holders, leadership
 from db.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -42,7 +40,7 @@ WATCHER = "watcher"
 
 def holder_id() -> str:
     """``host:pid:random``: unique even for two containers whose main process is pid 1."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"[:255]
+    return f"{holders.holder_id()}:{secrets.token_hex(3)}"[:255]
 
 
 class WorkFailedError(RuntimeError):

@@ -29,8 +29,6 @@ that retry (:meth:`Pipeline.hold`), so a long outage never counts as attempts at
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import leases
+from db.holders import holder_id
 from db.models import Status, utcnow
 from db.originals import file_original
 from db.snapshot import RowSnapshot
@@ -73,11 +72,6 @@ def row_ids(entry_ids: int | Sequence[int]) -> list[int]:
     the one-row messages of 0.1 carried a bare id, and may still wait on a broker after an
     upgrade (the tests, too, name one row so). The one place that format is read."""
     return [entry_ids] if isinstance(entry_ids, int) else list(entry_ids)
-
-
-def holder_id() -> str:
-    """Who holds a claim, for people reading the worklist: ``host:pid`` of the process."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
 @dataclass(frozen=True)
@@ -389,4 +383,4 @@ def _scored(prediction: Prediction, flags: tuple[str, ...]) -> ScoreValues:
     )
 
 
-__all__ = ["Outcome", "Pipeline", "holder_id"]
+__all__ = ["Outcome", "Pipeline"]
