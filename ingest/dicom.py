@@ -152,6 +152,27 @@ def number_of_frames(ds: Dataset) -> int:
     return max(frames, 1)
 
 
+def check_geometry(ds: Dataset, max_pixels: int = MAX_PIXELS) -> tuple[int, int, int]:
+    """``(rows, columns, samples)`` of a one-frame image within ``max_pixels``: the frame
+    rule and the pixel-count bound, from the header alone. One rule for the file that
+    arrives in the share and the object the receiver is still reading."""
+    frames = number_of_frames(ds)
+    if frames > 1:
+        raise IngestError(
+            Reason.MULTI_FRAME,
+            f"(0028,0008) Number of Frames is {frames}; a radiograph is one frame.",
+        )
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise IngestError(
+            Reason.CORRUPT, "(0028,0010) Rows or (0028,0011) Columns is missing or invalid."
+        ) from exc
+    check_pixel_count(rows, columns, samples, frames, max_pixels)
+    return rows, columns, samples
+
+
 def check_decodable(ds: Dataset, max_pixels: int = MAX_PIXELS) -> None:
     """Check, from the header alone, that the pixels can and may be decoded.
 
@@ -184,20 +205,7 @@ def check_decodable(ds: Dataset, max_pixels: int = MAX_PIXELS) -> None:
             Reason.MISSING_CODEC,
             f"No codec is installed for '{uid.name}'. Install one of: {missing}.",
         )
-    frames = number_of_frames(ds)
-    if frames > 1:
-        raise IngestError(
-            Reason.MULTI_FRAME,
-            f"(0028,0008) Number of Frames is {frames}; a radiograph is one frame.",
-        )
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise IngestError(
-            Reason.CORRUPT, "(0028,0010) Rows or (0028,0011) Columns is missing or invalid."
-        ) from exc
-    check_pixel_count(rows, columns, samples, frames, max_pixels)
+    rows, columns, samples = check_geometry(ds, max_pixels)
     if uid.is_encapsulated:
         check_codestream(ds, rows, columns, samples, max_pixels)
 

@@ -38,12 +38,12 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ingest.deflate import check_deflated_size
-from ingest.dicom import LIBRARY_ERRORS, check_frame_header, number_of_frames
+from ingest.dicom import LIBRARY_ERRORS, check_frame_header, check_geometry
 from ingest.eligibility import evaluate
 from ingest.errors import IngestError, Reason
 from ingest.greylevels import is_supported_photometric, photometric_interpretation
 from ingest.image import ImageMetadata
-from ingest.limits import MAX_PIXELS, check_pixel_count
+from ingest.limits import MAX_PIXELS
 from ingest.metadata import dicom_metadata
 
 #: Most bytes of data set before Pixel Data that are parsed (a radiograph's header is a few
@@ -253,20 +253,7 @@ def _check_pixels(header: _Header, received: ReceivedObject) -> None:
             Reason.UNSUPPORTED_PHOTOMETRIC,
             f"(0028,0004) Photometric Interpretation '{photometric}' is not supported.",
         )
-    frames = number_of_frames(ds)
-    if frames > 1:
-        raise IngestError(
-            Reason.MULTI_FRAME,
-            f"(0028,0008) Number of Frames is {frames}; a radiograph is one frame.",
-        )
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise IngestError(
-            Reason.CORRUPT, "(0028,0010) Rows or (0028,0011) Columns is missing or invalid."
-        ) from exc
-    check_pixel_count(rows, columns, samples, frames, MAX_PIXELS)
+    rows, columns, samples = check_geometry(ds, MAX_PIXELS)
     value_start = header.pixel_value_offset - header.stream_offset
     syntax = received.transfer_syntax
     if syntax.is_encapsulated:
