@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -41,6 +42,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pacs.statuses import Outcome, Verdict, classify_rejection, classify_status
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AE_TITLE_MAX_LENGTH = 16  # PS3.5 VR AE
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -194,6 +196,30 @@ def read_outgoing(item: Outgoing) -> Dataset:
     return dataset
 
 
+def read_each(
+    items: Sequence[Outgoing],
+    read: Callable[[Outgoing], T],
+    result: BatchResult,
+    refusals: tuple[type[Exception], ...] = (),
+) -> list[tuple[Outgoing, T]]:
+    """``(item, what read(item) gave)`` for each item that can be sent; the others go to
+    ``result.unreadable`` with why, and are never sent. What every destination (the PACS,
+    the RIS by MLLP or FHIR) says of a file gone from the outbox, one it cannot read, and one
+    its ``read`` refuses (:class:`UnreadableResultError` or one of ``refusals``)."""
+    refused: tuple[type[Exception], ...] = (UnreadableResultError, *refusals)
+    ready: list[tuple[Outgoing, T]] = []
+    for item in items:
+        try:
+            ready.append((item, read(item)))
+        except FileNotFoundError:
+            result.unreadable.append(Unreadable(item.path, "the file is no longer in the outbox"))
+        except OSError as error:
+            result.unreadable.append(Unreadable(item.path, f"cannot be read ({error.strerror})"))
+        except refused as error:
+            result.unreadable.append(Unreadable(item.path, str(error)))
+    return ready
+
+
 def _check_pixels(dataset: Dataset) -> None:
     """The pixels decode to Rows x Columns x Samples (what the outbox checked on writing)."""
     syntax = dataset.file_meta.TransferSyntaxUID
@@ -219,14 +245,7 @@ def store_batch(items: Sequence[Outgoing], node: PacsNode) -> BatchResult:
     association, and the rest come back ``unsent``.
     """
     result = BatchResult()
-    datasets: list[tuple[Outgoing, Dataset]] = []
-    for item in items:
-        try:
-            datasets.append((item, read_outgoing(item)))
-        except FileNotFoundError:
-            result.unreadable.append(Unreadable(item.path, "the file is no longer in the outbox"))
-        except UnreadableResultError as error:
-            result.unreadable.append(Unreadable(item.path, str(error)))
+    datasets = read_each(items, read_outgoing, result)
     if not datasets:
         return result
     association, heard = _associate(node, [_context(dataset) for _, dataset in datasets])

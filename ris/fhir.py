@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from model.prediction import Label
 from pacs import codes
 from pacs.statuses import Outcome, Verdict
-from pacs.store import BatchResult, Outgoing, Refused, Stored, StoreError, Unreadable
+from pacs.store import BatchResult, Outgoing, Refused, Stored, StoreError, read_each
 from ris.exam import ALGORITHM_NAME, DISCLAIMER, POPULATION_CAVEAT, Exam, Finding
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,13 @@ def encode(report: dict[str, Any]) -> bytes:
     return json.dumps(report, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _checked_report(item: Outgoing) -> bytes:
+    """The report's bytes, once :func:`read_report` has read them as its row's."""
+    data = item.path.read_bytes()
+    read_report(data, item.sop_instance_uid)
+    return data
+
+
 def read_report(data: bytes, expected_id: str | None) -> dict[str, Any]:
     """Parse and validate a report file; its first identifier must be ``expected_id``."""
     if not data:
@@ -308,22 +315,7 @@ class FhirNode:
         Destination`). Raises :class:`StoreError` when the server cannot be reached, or
         refuses our credentials (permanent)."""
         result = BatchResult()
-        ready: list[tuple[Outgoing, bytes]] = []
-        for item in items:
-            try:
-                data = item.path.read_bytes()
-                read_report(data, item.sop_instance_uid)
-                ready.append((item, data))
-            except FileNotFoundError:
-                result.unreadable.append(
-                    Unreadable(item.path, "the file is no longer in the outbox")
-                )
-            except OSError as error:
-                result.unreadable.append(
-                    Unreadable(item.path, f"cannot be read ({error.strerror})")
-                )
-            except ResourceError as error:
-                result.unreadable.append(Unreadable(item.path, str(error)))
+        ready = read_each(items, _checked_report, result, (ResourceError,))
         if not ready:
             return result
         connection = self._connection()

@@ -22,7 +22,7 @@ from pathlib import Path
 from hl7.mllp import HL7StreamReader, HL7StreamWriter, open_hl7_connection
 
 from pacs.statuses import Outcome, Verdict
-from pacs.store import BatchResult, Outgoing, Refused, Stored, StoreError, Unreadable
+from pacs.store import BatchResult, Outgoing, Refused, Stored, StoreError, read_each
 from ris.acks import AckError, classify, read_ack
 from ris.hl7v2 import CHARSETS, MessageError, read_message
 
@@ -55,26 +55,17 @@ class MllpNode:
     def codec(self) -> str:
         return CHARSETS[self.charset]
 
+    def _checked_message(self, item: Outgoing) -> bytes:
+        """The message's bytes, once the sender's parser has read them as its row's."""
+        data = item.path.read_bytes()
+        read_message(data, self.codec, item.sop_instance_uid)
+        return data
+
     def send_batch(self, items: Sequence[Outgoing]) -> BatchResult:
         """Send each readable item over one connection, in order (:class:`pacs.delivery.
         Destination`). Raises :class:`StoreError` when the RIS cannot be reached."""
         result = BatchResult()
-        messages: list[tuple[Outgoing, bytes]] = []
-        for item in items:
-            try:
-                data = item.path.read_bytes()
-                read_message(data, self.codec, item.sop_instance_uid)
-                messages.append((item, data))
-            except FileNotFoundError:
-                result.unreadable.append(
-                    Unreadable(item.path, "the file is no longer in the outbox")
-                )
-            except OSError as error:
-                result.unreadable.append(
-                    Unreadable(item.path, f"cannot be read ({error.strerror})")
-                )
-            except MessageError as error:
-                result.unreadable.append(Unreadable(item.path, str(error)))
+        messages = read_each(items, self._checked_message, result, (MessageError,))
         if messages:
             try:
                 asyncio.run(self._send(messages, result))
