@@ -80,7 +80,10 @@ def test_invalid_ae_titles_are_refused_before_connecting():
 
 @pytest.mark.parametrize(
     ("rejection", "permanent", "words"),
-    [((1, 1, 1), True, "permanently: no reason given"), ((2, 3, 1), False, "congestion")],
+    [
+        ((1, 1, 1), True, "permanently: no reason given"),
+        ((2, 3, 1), False, "congestion"),
+    ],
     ids=["permanent", "congestion"],
 )
 def test_a_rejection_answered_before_the_requestor_looks_is_still_a_rejection(
@@ -104,3 +107,18 @@ def test_a_rejection_answered_before_the_requestor_looks_is_still_a_rejection(
         assert peer.requests == 1
     assert words in str(raised.value) and "could not be reached" not in str(raised.value)
     assert raised.value.permanent is permanent
+
+
+@pytest.mark.parametrize("rejection", [(0, 0, 0), (255, 9, 200)], ids=["zeros", "out-of-range"])
+def test_a_malformed_rejection_is_an_abort_to_retry_never_a_crash(rejection) -> None:
+    """A-ASSOCIATE-RJ values outside PS3.8 Table 9-21 (a broken or hostile peer): pynetdicom
+    refuses to decode the PDU and aborts. The sender says so within its timeout and retries
+    later; it never takes the garbage for a permanent rejection."""
+    with rejecting_peer(*rejection) as peer:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as raised:
+            _associate(peer.node(timeout_s=5.0), [(str(Verification), ImplicitVRLittleEndian)])
+        assert peer.requests == 1
+    assert time.monotonic() - started < 30
+    assert "could not be reached or aborted the association" in str(raised.value)
+    assert raised.value.permanent is False
