@@ -9,11 +9,13 @@ same worker still scores a healthy file.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
 import time
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -93,7 +95,8 @@ def _stage(stack: Stack) -> dict[str, str]:
 def test_hostile_files_end_in_quarantine_and_the_worker_stays_healthy(
     tmp_path: Path, pg_url: str, private_redis: PrivateRedis, model_dir: Path
 ) -> None:
-    stack = Stack(tmp_path, pg_url, private_redis.url, model_dir, CXR_QUIET_PERIOD_S="2")
+    quiet_s = 5.0  # ten chunks' time: a writer that pauses this long has stopped, by rule
+    stack = Stack(tmp_path, pg_url, private_redis.url, model_dir, CXR_QUIET_PERIOD_S=f"{quiet_s:g}")
     stack.upgrade()
     expected = _stage(stack)
     outside = tmp_path / "outside" / "secret.dcm"  # a file the inbox must never reach
@@ -102,17 +105,18 @@ def test_hostile_files_end_in_quarantine_and_the_worker_stays_healthy(
     outside_sha, outside_mtime = sha256(outside), outside.stat().st_mtime_ns
     corpus = sorted(Path(p) for p in get_testdata_files("*") if Path(p).is_file())
     growing = stack.inbox / "growing.dcm"
-    grown: list[bool] = []
+    writes: list[datetime] = []  # when each chunk was written
 
     def grow() -> None:  # a sender writing a 60 s transfer, one chunk each 0.5 s
+        # Nothing else in this loop: a database query here once stalled the writer past the
+        # quiet period on a loaded CI machine, and a stalled sender's file may be taken.
         with growing.open("wb") as stream:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 stream.write(os.urandom(4096))
                 stream.flush()
-                assert not any(r.source_name == "growing.dcm" for r in stack.rows())
+                writes.append(datetime.now(UTC))
                 time.sleep(0.5)
-        grown.append(True)
 
     with stack.worker("worker", 1) as worker, stack.watcher() as watcher:
         writer = threading.Thread(target=grow)
@@ -131,13 +135,17 @@ def test_hostile_files_end_in_quarantine_and_the_worker_stays_healthy(
 
         wait_until(settled, 240, "the hostile files final and filed", stack.logs)
         writer.join(timeout=120)
-        assert grown, "the growing file was written to the end (never taken while growing)"
+        assert not writer.is_alive() and len(writes) >= 100, "the writer wrote for 60 s"
+        stall = max(later - earlier for earlier, later in itertools.pairwise(writes))
+        assert stall.total_seconds() < quiet_s, f"the writer itself paused {stall}"
         wait_until(
             lambda: any(r.source_name == "growing.dcm" for r in stack.rows()),
             60,
             "the grown file taken",
             stack.logs,
         )
+        grown = next(r for r in stack.rows() if r.source_name == "growing.dcm")
+        assert grown.received_at > writes[-1], "never taken while it was growing"
         healthy = copy_jpeg(dataset_jpegs(4)[3], stack.staging / "healthy.jpeg")
         stack.drop(healthy)
         wait_until(
